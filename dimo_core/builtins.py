@@ -1,0 +1,49 @@
+"""The core's own plugin: divergences, init strategies and samplers every modality shares."""
+from __future__ import annotations
+
+from typing import Literal
+
+from .divergences import FKL, RKL, Jeffreys, f_divergence
+from .hookspecs import hookimpl
+from .init import RandomMaskInit
+from .sampling import AncestralSampler, ConfidenceSampler
+
+
+@hookimpl
+def register_divergences(register):
+    register("fkl", lambda ctx: FKL())
+    register("rkl", lambda ctx: RKL())
+
+    def jeffreys(ctx, beta: float = 0.5):
+        return Jeffreys(beta)
+    register("jeffreys", jeffreys)
+
+    def f_div(ctx, f: Literal["js", "tv", "kl", "reverse_kl"] = "js"):
+        return f_divergence(f)
+    register("f", f_div)
+    register("js", lambda ctx: f_divergence("js"))
+    register("tv", lambda ctx: f_divergence("tv"))
+
+
+@hookimpl
+def register_init_strategies(register):
+    def random_mask(ctx, r_init: float | tuple[float, float] = 0.6):
+        if isinstance(r_init, tuple) and not 0 <= r_init[0] <= r_init[1] <= 1 or \
+                not isinstance(r_init, tuple) and not 0 <= r_init <= 1:
+            raise ValueError(f"r_init must lie in [0, 1] (a number or a range [a, b]), got {r_init}")
+        return RandomMaskInit(r_init)
+    register("random_mask", random_mask)
+
+
+@hookimpl
+def register_samplers(register):
+    def confidence(ctx, schedule: str = "arccos", temperature: float = 1.0, final_temperature: float | None = None,
+                   r_temp: float = 4.5, guidance_ramp: bool = True,
+                   guidance_form: Literal["standard", "maskgit"] = "standard"):
+        return ConfidenceSampler(schedule, temperature, final_temperature, r_temp, guidance_ramp, guidance_form)
+    register("confidence", confidence)
+
+    def ancestral(ctx, schedule: str = "linear", temperature: float = 1.0,
+                  guidance_form: Literal["standard", "maskgit"] = "standard"):
+        return AncestralSampler(schedule, temperature, guidance_form)
+    register("ancestral", ancestral)

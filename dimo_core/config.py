@@ -1,0 +1,261 @@
+"""Configuration: pydantic models (extra keys forbidden) validated from an OmegaConf merge of
+defaults <- plugin presets <- ``preset=`` presets <- ``config=FILE.yaml`` <- ``key=value`` overrides.
+
+Only OmegaConf's built-in interpolation is used; no resolver evaluates code.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import ConfigError
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class Component(BaseModel):
+    """A registered component: ``name`` plus the options its factory takes (checked by the registry)."""
+    model_config = ConfigDict(extra="allow")
+    name: str | None = None
+
+    def spec(self) -> dict:
+        return self.model_dump()
+
+
+class DistillConfig(Strict):
+    steps: int = 1000                    # generator updates
+    batch_size: int = 64                 # global batch per update
+    grad_accum: int = 1                  # micro-batches per update (batch_size must divide)
+    divergence: Component = Component(name="fkl")
+    init: Component = Component(name="random_mask", r_init=0.6)
+    sigma: float = 0.1                   # generator-only embedding perturbation (0 = off)
+    schedule: str = "arccos"             # masking schedule of x_theta (arccos|cosine|linear|square)
+    schedule_clamp: tuple[float, float] | None = None  # Meissonic's release clamps r to [0.02, 0.98]
+    guidance: float = 1.0                # teacher CFG weight during distillation (1.0 = off in "standard" form)
+    guidance_form: Literal["standard", "maskgit"] = "standard"  # u + w(c-u) | c + w(c-u)
+    normalize: Literal["batch", "masked"] = "batch"  # divide by B (release) | by L_M per sample (paper)
+    aux_samples: Literal["fresh", "reuse"] = "fresh"  # fresh x_init + generator sample (release) | reuse x_theta (paper)
+    aux_updates: int = 1                 # aux updates per generator update
+    label_smoothing: float = 0.1         # aux cross-entropy
+    temperature: float = 1.0             # generator sampling temperature in training
+    lr_generator: float = 1e-5
+    lr_aux: float = 1e-5
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+    warmup_steps: int = 100              # linear warm-up, then constant
+    grad_clip: float | None = 1.0        # generator gradient norm (None = off)
+    aux_grad_clip: float | None = None
+    ema: float = 0.9999                  # EMA rate of the generator, ramped min(rate, (1+s)/(10+s)); 0 = off
+    frozen: list[str] = []               # fnmatch patterns of parameter names frozen in generator and aux
+    nonfinite: Literal["stop", "skip"] = "stop"  # on a NaN/inf loss: stop (keep last checkpoint) | skip batch
+    train_mode: bool = True              # generator/aux in train mode (dropout as the model defines)
+    log_every: int = 50
+    ckpt_every: int = 500
+    keep_checkpoints: int = 2
+
+    @field_validator("grad_accum", "aux_updates", "steps", "batch_size")
+    @classmethod
+    def _positive(cls, v):
+        if v < 1:
+            raise ValueError("must be >= 1")
+        return v
+
+
+class TrainTeacherConfig(Strict):
+    steps: int = 2000
+    batch_size: int = 128
+    lr: float = 1e-3
+    betas: tuple[float, float] = (0.9, 0.95)
+    weight_decay: float = 0.01
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.1            # cosine decay to lr * min_lr_ratio
+    schedule: str = "arccos"             # masking schedule of eq. 3
+    masking: Literal["bernoulli", "exact"] = "bernoulli"  # per-token at ratio r (MaskGit) | exactly round(rL)
+    loss_positions: Literal["all", "masked"] = "all"  # MaskGit trains all positions; MDLM/LLaDA masked only
+    label_smoothing: float = 0.1
+    cond_drop: float = 0.1               # condition -> null condition, for guidance
+    grad_clip: float | None = 1.0
+    ema: float = 0.0
+    init_from: str | None = None         # fine-tune: a teacher checkpoint to start from
+    log_every: int = 100
+    ckpt_every: int = 500
+
+
+class SampleConfig(Strict):
+    source: Literal["teacher", "student"] = "student"
+    sampler: Component = Component(name="confidence")
+    steps: int = 16                      # teacher steps (student: k-step option)
+    guidance: float = 1.0
+    temperature: float = 1.0             # student output temperature
+    n: int = 16
+    student: str | None = None           # student weights (default: out_dir/student.safetensors)
+    seed: int = 0
+
+
+class EvalConfig(Strict):
+    teacher_steps: list[int] = [1, 2, 4, 8, 16, 32]
+    student_steps: list[int] = [1]
+    samples: int = 2000
+    batch_size: int = 250
+    sampler: Component = Component(name="confidence")
+    guidance: float = 1.0                # teacher guidance at sampling
+    student_temperature: float = 1.0
+    metrics: list[Component] = []
+    writer: Component | None = None
+    grid: int = 10                       # conditions shown by the writer
+    student: str | None = None
+    seed: int = 1234
+
+
+class RunConfig(Strict):
+    plugins: list[str] = []              # plugins whose presets apply (plugins=NAME)
+    preset: list[str] = []               # further presets, applied after the plugins'
+    out_dir: str | None = None           # default: runs/<first plugin>
+    seed: int = 0
+    device: str = "cpu"
+    dtype: Literal["float32", "bfloat16"] = "float32"  # autocast dtype; weights stay fp32
+    resume: bool = True                  # continue from out_dir's last checkpoint
+    teacher: Component = Component()
+    tokenizer: Component = Component()
+    conditions: Component = Component()
+    dataset: Component = Component()
+    distill: DistillConfig = DistillConfig()
+    train_teacher: TrainTeacherConfig = TrainTeacherConfig()
+    sample: SampleConfig = SampleConfig()
+    eval: EvalConfig = EvalConfig()
+
+    @field_validator("plugins", "preset", mode="before")
+    @classmethod
+    def _listify(cls, v):
+        return [v] if isinstance(v, str) else v
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.out_dir or f"runs/{self.plugins[0] if self.plugins else 'default'}")
+
+
+COMPONENT_SECTIONS = {"teacher": "teachers", "tokenizer": "tokenizers", "conditions": "conditions",
+                      "dataset": "datasets", "distill.divergence": "divergences", "distill.init": "init_strategies",
+                      "sample.sampler": "samplers", "eval.sampler": "samplers"}
+
+
+def _valid_keys(model: type[BaseModel], loc: tuple) -> list[str]:
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        ann = getattr(field, "annotation", None)
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return []
+        model = ann
+    return list(model.model_fields)
+
+
+def _raise_validation(e: ValidationError) -> None:
+    problems = []
+    for err in e.errors():
+        loc = tuple(err["loc"])
+        key = ".".join(map(str, loc))
+        if err["type"] == "extra_forbidden":
+            valid = _valid_keys(RunConfig, loc)
+            problems.append(f"unknown config key {key!r}" + (f"; valid keys here: {', '.join(valid)}" if valid else ""))
+        else:
+            problems.append(f"{key}: {err['msg']} (got {err.get('input')!r})")
+    raise ConfigError("invalid configuration: " + "; ".join(problems)) from None
+
+
+def _split_overrides(overrides: list[str]) -> tuple[dict[str, str], list[str]]:
+    special, rest = {}, []
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"expected key=value, got {item!r} (for example: plugins=toy distill.steps=100)")
+        key, value = item.split("=", 1)
+        if key in ("plugins", "preset", "config"):
+            special[key] = value
+        else:
+            rest.append(item)
+    return special, rest
+
+
+def _as_list(value: Any) -> list[str]:
+    if value is None:
+        return []
+    value = OmegaConf.to_container(OmegaConf.create({"v": value}))["v"] if not isinstance(value, str) else value
+    if isinstance(value, str):
+        value = value.strip("[]").split(",") if value else []
+    return [str(v).strip() for v in value if str(v).strip()]
+
+
+def load_config(overrides: list[str] = (), registry=None) -> RunConfig:
+    """Merge defaults, presets, an optional YAML file and key=value overrides; validate."""
+    from .registry import get_registry
+    registry = registry or get_registry()
+    special, rest = _split_overrides(list(overrides))
+    try:
+        layers = [OmegaConf.create(RunConfig().model_dump(mode="json"))]
+        file_layer = OmegaConf.load(special["config"]) if "config" in special else OmegaConf.create({})
+        plugins = _as_list(special.get("plugins", file_layer.get("plugins")))
+        presets = _as_list(special.get("preset", file_layer.get("preset")))
+        installed = {p.name for p in registry.plugins()}
+        for name in plugins:
+            if name not in installed:
+                raise ConfigError(f"unknown plugin {name!r}; installed plugins: {', '.join(sorted(installed))} "
+                                  f"(pip install dimo-plugin-{name} to add one)")
+        for name in plugins + presets:
+            if name in registry.entries["presets"]:
+                layers.append(_preset_layer(registry.get("presets", name).obj))
+            elif name in presets:
+                registry.get("presets", name)  # raises with the list of presets
+        layers += [file_layer, OmegaConf.from_dotlist(rest)]
+        merged = OmegaConf.merge(*layers)
+        merged.plugins, merged.preset = plugins, presets
+        data = OmegaConf.to_container(merged, resolve=True)
+    except FileNotFoundError as e:
+        raise ConfigError(f"config file not found: {e.filename}") from None
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"bad configuration: {e}".splitlines()[0]) from None
+    try:
+        config = RunConfig.model_validate(data)
+    except ValidationError as e:
+        _raise_validation(e)
+    check_components(config, registry)
+    return config
+
+
+def _preset_layer(preset: Any):
+    if isinstance(preset, (str, Path)):
+        return OmegaConf.load(preset)
+    return OmegaConf.create(preset)
+
+
+def section(config: RunConfig, dotted: str) -> Component | None:
+    obj: Any = config
+    for part in dotted.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def check_components(config: RunConfig, registry) -> None:
+    """Every named component exists and gets only options its factory accepts."""
+    for where, kind in COMPONENT_SECTIONS.items():
+        comp = section(config, where)
+        if comp is not None and comp.name is not None:
+            options = {k: v for k, v in comp.model_dump().items() if k != "name"}
+            registry.check_options(kind, comp.name, options, where)
+    for i, metric in enumerate(config.eval.metrics):
+        registry.check_options("metrics", metric.name, {k: v for k, v in metric.model_dump().items() if k != "name"},
+                               f"eval.metrics[{i}]")
+    if config.eval.writer is not None and config.eval.writer.name:
+        w = config.eval.writer
+        registry.check_options("writers", w.name, {k: v for k, v in w.model_dump().items() if k != "name"}, "eval.writer")
+    if config.distill.batch_size % config.distill.grad_accum:
+        raise ConfigError(f"distill.batch_size={config.distill.batch_size} is not divisible by "
+                          f"distill.grad_accum={config.distill.grad_accum}")
+
+
+def to_yaml(config: RunConfig) -> str:
+    return OmegaConf.to_yaml(OmegaConf.create(config.model_dump(mode="json")))

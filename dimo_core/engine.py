@@ -1,0 +1,252 @@
+"""The Di[M]O engine: one ``train_step`` is one iteration of Algorithm 1 of the paper.
+
+Three copies of one architecture: the frozen teacher phi, the generator theta (the student) and
+the auxiliary model psi that tracks the generator's distribution on masked samples.
+"""
+from __future__ import annotations
+
+import copy
+import fnmatch
+import math
+from contextlib import nullcontext
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .config import DistillConfig
+from .errors import ConfigError, NonFiniteLossError
+from .masking import sample_masked
+from .sampling import guided_logits, sample_categorical, suppress_mask_column
+
+
+def surrogate_generator_loss(gen_logits: Tensor, g: Tensor, masked: Tensor, normalize: str) -> Tensor:
+    """sum_i <stopgrad(g_i), z_theta_i(x_init)> / N: its gradient w.r.t. the generator's logits is g / N.
+
+    normalize="batch": N = B (the release); "masked": N = B * L_M per sample (the paper's 1/L_M)."""
+    per_position = (g.detach() * gen_logits.float()).sum(-1)            # (B, L); zero where unmasked
+    if normalize == "batch":
+        return per_position.sum() / gen_logits.shape[0]
+    return (per_position.sum(1) / masked.sum(1).clamp_min(1)).mean()
+
+
+def masked_cross_entropy(logits: Tensor, targets: Tensor, positions: Tensor, mask_id: int,
+                         label_smoothing: float = 0.0) -> Tensor:
+    """Mean cross-entropy over ``positions`` (eq. 3), smoothing spread over the codes only."""
+    logp = F.log_softmax(suppress_mask_column(logits.float(), mask_id), -1)
+    nll = -logp.gather(-1, targets[..., None])[..., 0]
+    if label_smoothing:
+        codes = torch.ones(logp.shape[-1], device=logp.device)
+        if mask_id < logp.shape[-1]:
+            codes[mask_id] = 0  # never smear probability onto the mask id
+        smooth = -(logp * codes).sum(-1) / codes.sum()
+        nll = (1 - label_smoothing) * nll + label_smoothing * smooth
+    return (nll * positions).sum() / positions.sum().clamp_min(1)
+
+
+def freeze(model: nn.Module, patterns: list[str]) -> None:
+    """requires_grad=False for parameters whose names match any fnmatch pattern."""
+    names = [n for n, _ in model.named_parameters()]
+    for pattern in patterns:
+        hits = [n for n in names if fnmatch.fnmatch(n, pattern)]
+        if not hits:
+            raise ConfigError(f"distill.frozen pattern {pattern!r} matches no parameter; parameter names look like: "
+                              f"{', '.join(names[:6])}")
+        for n, p in model.named_parameters():
+            if n in hits:
+                p.requires_grad_(False)
+
+
+class EMA:
+    """Exponential moving average of the generator, rate ramped as min(rate, (1+s)/(10+s))."""
+
+    def __init__(self, model: nn.Module, rate: float):
+        self.rate = rate
+        self.shadow = {n: p.detach().clone().float() for n, p in model.named_parameters() if p.requires_grad}
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, step: int) -> None:
+        decay = min(self.rate, (1 + step) / (10 + step))
+        for n, p in model.named_parameters():
+            if n in self.shadow:
+                self.shadow[n].lerp_(p.detach().float(), 1 - decay)
+
+    def state_dict_of(self, model: nn.Module) -> dict[str, Tensor]:
+        state = model.state_dict()
+        return {k: self.shadow[k].to(v.dtype) if k in self.shadow else v for k, v in state.items()}
+
+
+class DiMOEngine:
+    def __init__(self, teacher: nn.Module, conditions, divergence, init_strategy, cfg: DistillConfig, *,
+                 seed: int = 0, dtype: str = "float32"):
+        self.cfg, self.conditions, self.divergence, self.init_strategy = cfg, conditions, divergence, init_strategy
+        self.mask_id, self.vocab_size, self.seq_len = teacher.mask_id, teacher.vocab_size, teacher.seq_len
+        self.device = next(teacher.parameters()).device
+        self.teacher = teacher.eval().requires_grad_(False)
+        self.generator = copy.deepcopy(teacher).requires_grad_(True).train(cfg.train_mode)   # theta <- phi
+        self.aux = copy.deepcopy(teacher).requires_grad_(True).train(cfg.train_mode)         # psi <- phi
+        freeze(self.generator, cfg.frozen)
+        freeze(self.aux, cfg.frozen)
+        adam = dict(betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+        self.opt_generator = torch.optim.Adam(self._trainable(self.generator), lr=cfg.lr_generator, **adam)
+        self.opt_aux = torch.optim.Adam(self._trainable(self.aux), lr=cfg.lr_aux, **adam)
+        self.ema = EMA(self.generator, cfg.ema) if cfg.ema > 0 else None
+        self.rng = torch.Generator(self.device).manual_seed(seed)   # all of the engine's own draws
+        torch.manual_seed(seed)                                       # dropout, embedding noise
+        self.autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if dtype == "bfloat16"
+                         else nullcontext())
+        self.step = 0
+        self.skipped = 0
+
+    # ---- Algorithm 1 -------------------------------------------------------------------------
+    def train_step(self) -> dict[str, float]:
+        cfg = self.cfg
+        micro = cfg.batch_size // cfg.grad_accum
+        self._set_learning_rates()
+        logs, drawn = {"div": 0.0, "gen_loss": 0.0, "aux_loss": 0.0}, []
+        for _ in range(cfg.grad_accum):                                 # generator update (lines 1-6)
+            x_init, cond = self.draw_inputs(micro)                               # 1. x_init, c
+            gen_logits = self.logits(self.generator, x_init, cond, cfg.sigma)    # 2. z_theta(x_init, c)
+            x_theta = sample_categorical(gen_logits.detach(), self.rng, cfg.temperature)  #    x_theta ~ p_theta
+            x_t, masked = sample_masked(x_theta, cfg.schedule, self.mask_id, self.rng, cfg.schedule_clamp)  # 3.
+            with torch.no_grad():                                                # 4. teacher (guided), aux
+                teacher_logits = self.teacher_logits(x_t, cond)
+                aux_logits = self.logits(self.aux, x_t, cond)
+            g = self.divergence.grad(teacher_logits, aux_logits) * masked[..., None]   # 5. dD/dz_psi
+            loss = surrogate_generator_loss(gen_logits, g, masked, cfg.normalize)    # 6. <sg(g), z_theta>
+            self._backward(loss / cfg.grad_accum, "generator")
+            div = self.divergence.value(teacher_logits, aux_logits)
+            logs["div"] += float((div * masked).sum() / masked.sum()) / cfg.grad_accum
+            logs["gen_loss"] += loss.item() / cfg.grad_accum
+            drawn.append((x_theta, cond))
+        logs["gen_grad_norm"] = self._update(self.opt_generator, self.generator, cfg.grad_clip, "generator")
+        if self.ema is not None:
+            self.ema.update(self.generator, self.step)
+        for k in range(cfg.aux_updates):                                 # 7. aux update (eq. 3)
+            for j in range(cfg.grad_accum):
+                x_theta, cond = drawn[j] if (cfg.aux_samples == "reuse" and k == 0) else self.generator_samples(micro)
+                x_t, masked = sample_masked(x_theta, cfg.schedule, self.mask_id, self.rng, cfg.schedule_clamp)
+                aux_loss = masked_cross_entropy(self.logits(self.aux, x_t, cond), x_theta, masked,
+                                                self.mask_id, cfg.label_smoothing)
+                self._backward(aux_loss / cfg.grad_accum, "aux")
+                logs["aux_loss"] += aux_loss.item() / (cfg.grad_accum * cfg.aux_updates)
+            self._update(self.opt_aux, self.aux, cfg.aux_grad_clip, "aux")
+        self.step += 1
+        return logs
+
+    # ---- the pieces ----------------------------------------------------------------------------
+    def draw_inputs(self, n: int):
+        x_init = self.init_strategy(n, self.seq_len, self.vocab_size, self.mask_id, self.rng, self.device)
+        return x_init, self.conditions.sample(n, self.rng) if self.conditions is not None else None
+
+    def logits(self, model: nn.Module, x: Tensor, cond, sigma: float = 0.0) -> Tensor:
+        with self.autocast:
+            out = model(x, cond, embedding_noise=sigma)
+        return suppress_mask_column(out.float(), self.mask_id)
+
+    def teacher_logits(self, x_t: Tensor, cond) -> Tensor:
+        null = self.conditions.null(cond) if cond is not None else None
+        return guided_logits(lambda x, c: self.logits(self.teacher, x, c), x_t, cond, null,
+                             self.cfg.guidance, self.cfg.guidance_form)
+
+    @torch.no_grad()
+    def generator_samples(self, n: int):
+        """A fresh x_init and condition, and the generator's sample for them (the release's aux data)."""
+        x_init, cond = self.draw_inputs(n)
+        return sample_categorical(self.logits(self.generator, x_init, cond, self.cfg.sigma), self.rng,
+                                  self.cfg.temperature), cond
+
+    def _set_learning_rates(self) -> None:
+        warm = min(1.0, (self.step + 1) / self.cfg.warmup_steps) if self.cfg.warmup_steps else 1.0
+        for opt, lr in ((self.opt_generator, self.cfg.lr_generator), (self.opt_aux, self.cfg.lr_aux)):
+            for group in opt.param_groups:
+                group["lr"] = lr * warm
+
+    def _backward(self, loss: Tensor, which: str) -> None:
+        if not torch.isfinite(loss):
+            self._nonfinite(f"{which} loss is {loss.item()}")
+        loss.backward()
+
+    def _update(self, opt, model: nn.Module, clip: float | None, which: str) -> float:
+        params = self._trainable(model)
+        norm = torch.nn.utils.clip_grad_norm_(params, clip if clip else math.inf)
+        if not torch.isfinite(norm):
+            self._nonfinite(f"{which} gradient norm is {float(norm)}")
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return float(norm)
+
+    def _nonfinite(self, what: str) -> None:
+        if self.cfg.nonfinite == "skip":
+            self.skipped += 1
+            raise _SkipBatch(what)
+        raise NonFiniteLossError(f"non-finite value at step {self.step}: {what}; lower the learning rates or set "
+                                 f"distill.grad_clip (distill.nonfinite=skip drops such batches instead)")
+
+    @staticmethod
+    def _trainable(model: nn.Module) -> list[nn.Parameter]:
+        return [p for p in model.parameters() if p.requires_grad]
+
+    def safe_step(self) -> dict[str, float] | None:
+        """``train_step``, or None when a non-finite batch was skipped (distill.nonfinite=skip)."""
+        try:
+            return self.train_step()
+        except _SkipBatch:
+            self.opt_generator.zero_grad(set_to_none=True)
+            self.opt_aux.zero_grad(set_to_none=True)
+            self.step += 1
+            return None
+
+    # ---- state -------------------------------------------------------------------------------
+    def student_state_dict(self) -> dict[str, Tensor]:
+        """The weights to sample with: the generator's EMA when enabled."""
+        return self.ema.state_dict_of(self.generator) if self.ema else self.generator.state_dict()
+
+    def state(self) -> tuple[dict[str, Tensor], dict]:
+        tensors = {f"generator.{k}": v for k, v in self.generator.state_dict().items()}
+        tensors.update({f"aux.{k}": v for k, v in self.aux.state_dict().items()})
+        if self.ema:
+            tensors.update({f"ema.{k}": v for k, v in self.ema.shadow.items()})
+        meta = {"step": self.step, "skipped": self.skipped}
+        for name, opt in (("opt_generator", self.opt_generator), ("opt_aux", self.opt_aux)):
+            opt_tensors, meta[name] = _optimizer_state(opt, name)
+            tensors.update(opt_tensors)
+        tensors["rng.engine"] = self.rng.get_state()
+        tensors["rng.torch"] = torch.get_rng_state()
+        if self.device.type == "cuda":
+            tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
+        return tensors, meta
+
+    def load_state(self, tensors: dict[str, Tensor], meta: dict) -> None:
+        def sub(prefix):
+            return {k[len(prefix) + 1:]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
+        self.generator.load_state_dict(sub("generator"))
+        self.aux.load_state_dict(sub("aux"))
+        if self.ema:
+            self.ema.shadow = {k: v.to(self.device) for k, v in sub("ema").items()}
+        for name, opt in (("opt_generator", self.opt_generator), ("opt_aux", self.opt_aux)):
+            _load_optimizer_state(opt, sub(name), meta[name])
+        self.rng.set_state(tensors["rng.engine"])
+        torch.set_rng_state(tensors["rng.torch"])
+        if "rng.cuda" in tensors and self.device.type == "cuda":
+            torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
+        self.step, self.skipped = meta["step"], meta["skipped"]
+
+
+class _SkipBatch(Exception):
+    pass
+
+
+def _optimizer_state(opt: torch.optim.Optimizer, prefix: str) -> tuple[dict[str, Tensor], list]:
+    sd = opt.state_dict()
+    tensors = {f"{prefix}.{idx}.{key}": (v if torch.is_tensor(v) else torch.tensor(v))
+               for idx, st in sd["state"].items() for key, v in st.items()}
+    return tensors, sd["param_groups"]
+
+
+def _load_optimizer_state(opt: torch.optim.Optimizer, tensors: dict[str, Tensor], groups: list) -> None:
+    state: dict[int, dict] = {}
+    for key, v in tensors.items():
+        idx, name = key.split(".", 1)
+        state.setdefault(int(idx), {})[name] = v
+    opt.load_state_dict({"state": state, "param_groups": groups})

@@ -1,0 +1,143 @@
+"""Classifier-free guidance, categorical sampling, and the multi-step and one-step samplers."""
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .conditions import cat_conditions
+from .masking import mask_ratio, random_positions
+from .protocols import Cond, LogitsFn
+
+GuidanceForm = Literal["standard", "maskgit"]
+
+
+def suppress_mask_column(logits: Tensor, mask_id: int) -> Tensor:
+    """Make the mask id impossible to sample where it is a logit column (the release's bug)."""
+    if mask_id >= logits.shape[-1]:
+        return logits
+    return logits.index_fill(-1, torch.tensor([mask_id], device=logits.device), torch.finfo(logits.dtype).min)
+
+
+def guidance_is_off(w: float, form: GuidanceForm) -> bool:
+    return w == (1.0 if form == "standard" else 0.0)
+
+
+def guided_logits(model: LogitsFn, x: Tensor, cond: Cond, null_cond: Cond, w: float,
+                  form: GuidanceForm = "standard") -> Tensor:
+    """Classifier-free guidance in one pass over a doubled batch.
+
+    standard: u + w (c - u) (w = 1: conditional);  maskgit: c + w (c - u) (w = 0: conditional)."""
+    if cond is None or guidance_is_off(w, form):
+        return model(x, cond)
+    c, u = model(torch.cat([x, x]), cat_conditions(cond, null_cond)).chunk(2)
+    return u + w * (c - u) if form == "standard" else c + w * (c - u)
+
+
+def sample_categorical(logits: Tensor, generator: torch.Generator, temperature: float = 1.0) -> Tensor:
+    """x ~ Categorical(softmax(logits / temperature)) per position; argmax at temperature 0.
+
+    Gumbel-max in float64, so rare tokens are drawn with the right frequency."""
+    if temperature == 0:
+        return logits.argmax(-1)
+    u = torch.rand(logits.shape, generator=generator, device=generator.device, dtype=torch.float64)
+    gumbel = -torch.log(-torch.log(u.clamp_min(1e-300)))
+    return (logits.double() / temperature + gumbel.to(logits.device)).argmax(-1)
+
+
+class ConfidenceSampler:
+    """MaskGit's sampler: at each step draw every masked token, keep the most confident ones.
+
+    Confidence = log p(drawn token) + r_temp * Gumbel * (1 - progress). The number still masked
+    after step s follows the schedule; guidance ramps linearly from 0 (as MaskGit) or is constant;
+    the temperature is constant or annealed linearly to ``final_temperature`` (Meissonic)."""
+
+    def __init__(self, schedule: str = "arccos", temperature: float = 1.0, final_temperature: float | None = None,
+                 r_temp: float = 4.5, guidance_ramp: bool = True, guidance_form: GuidanceForm = "standard"):
+        self.schedule, self.temperature, self.final_temperature = schedule, temperature, final_temperature
+        self.r_temp, self.guidance_ramp, self.guidance_form = r_temp, guidance_ramp, guidance_form
+
+    def __call__(self, model, x, cond, null_cond, *, steps, guidance, mask_id, generator):
+        x = x.clone()
+        n_masked0 = (x == mask_id).sum(1)
+        for s in range(steps):
+            progress = s / steps
+            still_masked = x == mask_id
+            if not still_masked.any():
+                break
+            # how many stay masked after this step: schedule at t = (s + 1) / steps, 0 at the end
+            r_next = mask_ratio(self.schedule, torch.full((), (s + 1) / steps, dtype=torch.float64))
+            keep_masked = torch.floor(r_next * n_masked0).long() if s < steps - 1 else torch.zeros_like(n_masked0)
+            keep_masked = torch.minimum(keep_masked, still_masked.sum(1) - 1).clamp_min(0)
+            w = self._guidance(guidance, s, steps)
+            logits = suppress_mask_column(guided_logits(model, x, cond, null_cond, w, self.guidance_form).float(), mask_id)
+            temperature = self._temperature(progress)
+            drawn = sample_categorical(logits, generator, temperature)
+            conf = F.log_softmax(logits / max(temperature, 1e-6), -1).gather(-1, drawn[..., None])[..., 0]
+            if self.r_temp:
+                u = torch.rand(conf.shape, generator=generator, device=generator.device, dtype=torch.float64)
+                conf = conf + (self.r_temp * (1 - progress) * -torch.log(-torch.log(u.clamp_min(1e-300)))).to(conf)
+            conf = conf.masked_fill(~still_masked, -math.inf)
+            n_commit = still_masked.sum(1) - keep_masked
+            ranks = conf.argsort(1, descending=True).argsort(1)
+            commit = (ranks < n_commit[:, None]) & still_masked
+            x = torch.where(commit, drawn, x)
+        return x
+
+    def _guidance(self, w: float, s: int, steps: int) -> float:
+        if not self.guidance_ramp or steps == 1:
+            return w
+        off = 1.0 if self.guidance_form == "standard" else 0.0
+        return off + (w - off) * s / (steps - 1)
+
+    def _temperature(self, progress: float) -> float:
+        if self.final_temperature is None:
+            return self.temperature
+        return self.temperature + (self.final_temperature - self.temperature) * progress
+
+
+class AncestralSampler:
+    """Random-order ancestral sampling: at each step, positions to reveal are chosen uniformly."""
+
+    def __init__(self, schedule: str = "linear", temperature: float = 1.0, guidance_form: GuidanceForm = "standard"):
+        self.schedule, self.temperature, self.guidance_form = schedule, temperature, guidance_form
+
+    def __call__(self, model, x, cond, null_cond, *, steps, guidance, mask_id, generator):
+        x = x.clone()
+        n_masked0 = (x == mask_id).sum(1)
+        for s in range(steps):
+            still_masked = x == mask_id
+            if not still_masked.any():
+                break
+            r_next = mask_ratio(self.schedule, torch.full((), (s + 1) / steps, dtype=torch.float64))
+            keep_masked = torch.floor(r_next * n_masked0).long() if s < steps - 1 else torch.zeros_like(n_masked0)
+            keep_masked = torch.minimum(keep_masked, still_masked.sum(1) - 1).clamp_min(0)
+            logits = suppress_mask_column(guided_logits(model, x, cond, null_cond, guidance, self.guidance_form).float(), mask_id)
+            drawn = sample_categorical(logits, generator, self.temperature)
+            # reveal a uniformly random subset of the masked positions
+            scores = torch.rand(x.shape, generator=generator, device=generator.device).to(x.device)
+            scores = scores.masked_fill(~still_masked, 2.0)
+            ranks = scores.argsort(1).argsort(1)
+            commit = (ranks < (still_masked.sum(1) - keep_masked)[:, None]) & still_masked
+            x = torch.where(commit, drawn, x)
+        return x
+
+
+@torch.no_grad()
+def student_sample(model: LogitsFn, x_init: Tensor, cond: Cond, *, mask_id: int, generator: torch.Generator,
+                   temperature: float = 1.0, steps: int = 1, r_init: float = 0.6) -> Tensor:
+    """One forward pass: every position drawn from the generator's logits on x_init.
+
+    steps > 1 (an option): re-mask round(L * r_init * (k - j) / k) random positions of the sample
+    and run the generator again, j = 1..k-1."""
+    x = sample_categorical(suppress_mask_column(model(x_init, cond).float(), mask_id), generator, temperature)
+    b, length = x.shape
+    for j in range(1, steps):
+        n = torch.full((b,), round(length * r_init * (steps - j) / steps), device=x.device)
+        remask = random_positions(b, length, n, generator, x.device)
+        logits = suppress_mask_column(model(x.masked_fill(remask, mask_id), cond).float(), mask_id)
+        x = sample_categorical(logits, generator, temperature)
+    return x

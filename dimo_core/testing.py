@@ -1,0 +1,117 @@
+"""Contract tests for plugin authors, and a tiny dummy teacher to run them on.
+
+Subclass ``TeacherContract`` in your plugin's tests and provide ``make_teacher`` (a tiny teacher) and,
+for conditional teachers, ``make_conditions``; pytest then runs every ``test_*`` method below.
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from .config import DistillConfig
+from .divergences import FKL
+from .engine import DiMOEngine
+from .init import RandomMaskInit, perturb_embeddings
+
+
+class DummyTeacher(nn.Module):
+    """A two-layer bidirectional MDM small enough for unit tests (class labels as conditions)."""
+
+    def __init__(self, vocab_size: int = 7, seq_len: int = 6, num_classes: int = 3, dim: int = 16):
+        super().__init__()
+        self.vocab_size, self.mask_id, self.seq_len, self.num_classes = vocab_size, vocab_size, seq_len, num_classes
+        self.tokens = nn.Embedding(vocab_size + 1, dim)
+        self.classes = nn.Embedding(num_classes + 1, dim)
+        self.positions = nn.Parameter(torch.randn(seq_len, dim) * 0.1)
+        self.mix = nn.TransformerEncoderLayer(dim, 2, 2 * dim, dropout=0.0, batch_first=True)
+        self.head = nn.Linear(dim, vocab_size)
+
+    def forward(self, tokens, cond, embedding_noise: float = 0.0):
+        e = perturb_embeddings(self.tokens(tokens), embedding_noise)
+        if cond is not None:
+            e = e + self.classes(cond)[:, None]
+        return self.head(self.mix(e + self.positions))
+
+
+class DummyConditions:
+    def __init__(self, num_classes: int = 3):
+        self.num_classes = num_classes
+
+    def sample(self, n, generator, split="train"):
+        return torch.randint(0, self.num_classes, (n,), generator=generator, device=generator.device)
+
+    def null(self, cond):
+        return torch.full_like(cond, self.num_classes)
+
+
+class TeacherContract:
+    """What the engine assumes of a Teacher (and of its Conditions)."""
+
+    batch_size = 3
+
+    def make_teacher(self) -> nn.Module:
+        raise NotImplementedError
+
+    def make_conditions(self):
+        return None
+
+    def _inputs(self, teacher, conditions, seed=0):
+        g = torch.Generator().manual_seed(seed)
+        device = next(teacher.parameters()).device
+        x = RandomMaskInit(0.5)(self.batch_size, teacher.seq_len, teacher.vocab_size, teacher.mask_id, g, device)
+        cond = conditions.sample(self.batch_size, g) if conditions is not None else None
+        return x, cond
+
+    def test_declares_vocabulary_mask_and_length(self):
+        teacher = self.make_teacher()
+        assert isinstance(teacher, nn.Module)
+        assert teacher.vocab_size > 1 and teacher.seq_len > 0
+        assert 0 <= teacher.mask_id
+
+    def test_logits_shape(self):
+        teacher, conditions = self.make_teacher().eval(), self.make_conditions()
+        x, cond = self._inputs(teacher, conditions)
+        with torch.no_grad():
+            out = teacher(x, cond)
+        assert out.shape == (self.batch_size, teacher.seq_len, teacher.vocab_size)
+        assert torch.isfinite(out).all()
+
+    def test_embedding_noise_is_random_and_zero_noise_is_deterministic(self):
+        teacher, conditions = self.make_teacher().eval(), self.make_conditions()
+        x, cond = self._inputs(teacher, conditions)
+        with torch.no_grad():
+            assert torch.equal(teacher(x, cond), teacher(x, cond, embedding_noise=0.0))
+            assert not torch.allclose(teacher(x, cond), teacher(x, cond, embedding_noise=0.5))
+
+    def test_null_condition_keeps_batch_and_changes_output(self):
+        conditions = self.make_conditions()
+        if conditions is None:
+            return
+        teacher = self.make_teacher().eval()
+        x, cond = self._inputs(teacher, conditions)
+        null = conditions.null(cond)
+        with torch.no_grad():
+            assert teacher(x, null).shape == teacher(x, cond).shape
+            assert not torch.allclose(teacher(x, null), teacher(x, cond))
+
+    def test_deepcopy_is_independent(self):
+        teacher = self.make_teacher()
+        clone = copy.deepcopy(teacher)
+        p = next(clone.parameters())
+        with torch.no_grad():
+            p.add_(1.0)
+        assert not torch.equal(p, next(teacher.parameters()))
+
+    def test_one_distillation_step_moves_the_generator_only(self):
+        teacher, conditions = self.make_teacher(), self.make_conditions()
+        before = {k: v.clone() for k, v in teacher.state_dict().items()}
+        cfg = DistillConfig(steps=1, batch_size=self.batch_size, lr_generator=1e-2, lr_aux=1e-2, warmup_steps=0,
+                            ema=0.0, guidance=2.0 if conditions is not None else 1.0)
+        engine = DiMOEngine(teacher, conditions, FKL(), RandomMaskInit(0.5), cfg, seed=0)
+        logs = engine.train_step()
+        assert all(torch.isfinite(torch.tensor(v)) for v in logs.values())
+        assert all(torch.equal(before[k], v) for k, v in teacher.state_dict().items())
+        moved = [k for k, v in engine.generator.state_dict().items() if not torch.equal(before[k], v)]
+        assert moved, "the generator did not change after one step"

@@ -1,0 +1,1 @@
+"""dimo's toy plugin: a source whose sequence probabilities are known exactly."""
