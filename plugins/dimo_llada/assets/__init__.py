@@ -1,0 +1,1 @@
+"""Bundled data files (a package only so that package-data ships them in wheels)."""

@@ -1,0 +1,142 @@
+"""Registers the text plugin: Hugging Face teachers and tokenizers, prompts, text pairs, LLaDA's
+sampler, text metrics and examples, and the bundled CPU-sized default (preset ``llada``)."""
+from __future__ import annotations
+
+from typing import Literal
+
+import dimo_core
+from dimo_core.errors import ConfigError
+
+from . import presets
+from .data import BuiltinText, PromptConditions, TextPairs
+from .hf_teacher import load_teacher
+from .memory import apply_lora, enable_activation_checkpointing
+from .metrics import ReferenceScorer, TextExamples, TextQuality
+from .sampler import LLaDASampler
+from .tokenizer import HFTokenizer
+
+Dtype = Literal["float32", "bfloat16", "float16"]
+_texts: dict[tuple, BuiltinText] = {}
+
+
+def shared_text(tokenizer, sources: list[str], files: list[str] | None, column: str) -> BuiltinText:
+    """One tokenised corpus per tokenizer and source, shared by the dataset and the conditions."""
+    key = (id(tokenizer), tuple(sources), tuple(files or ()), column)
+    if key not in _texts:
+        _texts[key] = BuiltinText(tokenizer, sources, files, column)
+    return _texts[key]
+
+
+def _given(value, key: str):
+    """Presets mark values the user must supply with "???" (OmegaConf's missing value)."""
+    if value == presets.REQUIRED:
+        raise ConfigError(f"{key} is required by this preset: set {key}=... on the command line")
+    return value
+
+
+def _tokenizer(ctx) -> HFTokenizer:
+    tokenizer = getattr(ctx, "tokenizer", None)
+    if not hasattr(tokenizer, "hf"):
+        raise ConfigError("this component reads text through a Hugging Face tokenizer; set tokenizer.name=hf")
+    return tokenizer
+
+
+@dimo_core.hookimpl
+def register_teachers(register):
+    def hf_mdm(ctx, path: str | None = None,
+               seq_len: int = 32,                        # response tokens L the student generates
+               trust_remote_code: bool = False,          # run model code shipped in the folder (LLaDA needs it)
+               mask_id: int | None = None,               # only for checkpoints that do not name their mask id
+               dtype: Dtype = "float32",                 # weight dtype; bfloat16 for LLaDA-8B (16 GB per copy)
+               gradient_checkpointing: bool = False,     # recompute activations in backward (generator, aux)
+               lora_rank: int = 0,                       # >0: LoRA adapters on every copy (see memory.py)
+               lora_alpha: float | None = None,          # default 2 * rank
+               lora_targets: list[str] | None = None,    # nn.Linear names; default: common attention/MLP names
+               embedding_module: str | None = None,      # dotted name of the token embedding, if not standard
+               hidden_size: int = 192, num_layers: int = 4, num_heads: int = 4,   # a new bundled model
+               intermediate_size: int = 512, max_positions: int = 256):
+        _given(path, "teacher.path")
+        architecture = dict(hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads,
+                            intermediate_size=intermediate_size, max_positions=max_positions)
+        needs_tokenizer = path is None or str(path).endswith(".safetensors")
+        teacher = load_teacher(path, seq_len=seq_len, tokenizer=_tokenizer(ctx) if needs_tokenizer else None,
+                               trust_remote_code=trust_remote_code, mask_id=mask_id, dtype=dtype,
+                               embedding_module=embedding_module, architecture=architecture)
+        if gradient_checkpointing:
+            enable_activation_checkpointing(teacher.model)
+        if lora_rank > 0:
+            teacher.model = apply_lora(teacher.model, lora_rank, lora_alpha, lora_targets)
+        return teacher
+    register("hf_mdm", hf_mdm)
+
+
+@dimo_core.hookimpl
+def register_tokenizers(register):
+    def hf(ctx, path: str | None = None,                # a Hugging Face folder; None: the bundled teacher's
+           trust_remote_code: bool = False,
+           mask_id: int | None = None,                   # only for folders that do not name their mask id
+           vocab_size: int | None = None):               # logit columns, if config.json does not say
+        return HFTokenizer.from_folder(_given(path, "tokenizer.path") or presets.BUNDLED_TEACHER, trust_remote_code, mask_id, vocab_size)
+    register("hf", hf)
+
+
+@dimo_core.hookimpl
+def register_conditions(register):
+    def prompts(ctx, path: str | None = None,           # .txt (a prompt a line), .json/.jsonl, .parquet; None: bundled text
+                eval_path: str | None = None,            # held-out prompts; default: a hashed eval_fraction of path
+                column: str = "text",                    # the prompt field of JSON/parquet records
+                prompt_len: int = 16,                    # P: prompts are left-padded or cut (keeping the end) to P
+                eval_fraction: float = 0.1,
+                sources: list[str] = ["fortunes"]):      # bundled text when path is None: fortunes, pydoc
+        _given(path, "conditions.path"), _given(eval_path, "conditions.eval_path")
+        tokenizer = _tokenizer(ctx)
+        text = None if path else shared_text(tokenizer, sources, None, column)
+        return PromptConditions(tokenizer, tokenizer.mask_id, prompt_len, path, eval_path, column, eval_fraction,
+                                text, getattr(ctx, "device", None))
+    register("prompts", prompts)
+
+
+@dimo_core.hookimpl
+def register_datasets(register):
+    def text_pairs(ctx, files: list[str] | None = None,  # local text files (documents); None: bundled sources
+                   column: str = "text",
+                   sources: list[str] = ["fortunes"],
+                   prompt_len: int = 16,                  # P, as conditions.prompt_len
+                   response_len: int = 32):               # L, as teacher.seq_len
+        return TextPairs(shared_text(_tokenizer(ctx), sources, files, column), prompt_len, response_len,
+                         getattr(ctx, "device", None))
+    register("text_pairs", text_pairs)
+
+
+@dimo_core.hookimpl
+def register_samplers(register):
+    def llada(ctx, block_length: int | None = None,     # semi-autoregressive block; None: one block (the response)
+              temperature: float = 1.0,                  # Gumbel noise scale; 0 = greedy (LLaDA's default)
+              remasking: Literal["low_confidence", "random"] = "low_confidence"):
+        return LLaDASampler(block_length, temperature, remasking)
+    register("llada", llada)
+
+
+@dimo_core.hookimpl
+def register_metrics(register):
+    def text_quality(ctx, reference: str | None = None,  # causal LM folder; None: the bundled reference model
+                     retokenize: bool | None = None,      # None: only when its vocabulary differs from ours
+                     trust_remote_code: bool = False,
+                     batch_size: int = 64):
+        scorer = ReferenceScorer(_given(reference, "eval.metrics[].reference") or presets.BUNDLED_REFERENCE, getattr(ctx, "device", "cpu"),
+                                 trust_remote_code)
+        return TextQuality(_tokenizer(ctx), scorer, retokenize, batch_size)
+    register("text_quality", text_quality)
+
+
+@dimo_core.hookimpl
+def register_writers(register):
+    def text_examples(ctx, n: int = 8, filename: str = "text_examples.md"):
+        return TextExamples(_tokenizer(ctx), n, filename)
+    register("text_examples", text_examples)
+
+
+@dimo_core.hookimpl
+def register_presets(register):
+    register("llada", presets.LLADA)
+    register("llada_8b", presets.LLADA_8B)

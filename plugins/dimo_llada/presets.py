@@ -1,0 +1,65 @@
+"""Presets as plain dicts, merged over dimo's defaults (`plugins=llada` applies LLADA).
+
+LLADA: the bundled CPU-sized teacher (assets/teacher, trained here on fortunes; see README.md).
+LLADA_8B: GSAI-ML/LLaDA-8B-* on one 80 GB GPU; "???" marks values the user must give.
+"""
+from pathlib import Path
+
+ASSETS = Path(__file__).parent / "assets"
+BUNDLED_TEACHER = str(ASSETS / "teacher")       # model + tokenizer, Hugging Face folder
+BUNDLED_REFERENCE = str(ASSETS / "reference")   # autoregressive scorer + the same tokenizer
+REQUIRED = "???"
+
+PROMPT_LEN, RESPONSE_LEN = 16, 32                # tokens: ~45 and ~90 characters of English
+
+LLADA = {
+    "teacher": {"name": "hf_mdm", "path": BUNDLED_TEACHER, "seq_len": RESPONSE_LEN},
+    "tokenizer": {"name": "hf", "path": BUNDLED_TEACHER},
+    "conditions": {"name": "prompts", "prompt_len": PROMPT_LEN},
+    "dataset": {"name": "text_pairs", "prompt_len": PROMPT_LEN, "response_len": RESPONSE_LEN},
+    "train_teacher": {                           # how assets/teacher was trained (README.md: exact command)
+        "steps": 1200, "batch_size": 64, "lr": 2e-3, "warmup_steps": 100, "min_lr_ratio": 0.1,
+        "schedule": "linear",                    # LLaDA's forward process: mask ratio t ~ U(0, 1)
+        "masking": "bernoulli",
+        "loss_positions": "all",                 # visible positions learn to copy: the generator's random
+                                                 # init tokens get trained outputs (ALGORITHM.md)
+        "label_smoothing": 0.0,                  # text: keep the teacher's likelihood sharp
+        "cond_drop": 0.1,                        # prompt -> all [MASK], so guidance has an unconditional branch
+    },
+    "distill": {                                 # a starting point for this small teacher, not a tuned recipe
+        "steps": 2000, "batch_size": 32, "lr_generator": 1e-4, "lr_aux": 1e-4, "warmup_steps": 100,
+        "init": {"name": "random_mask", "r_init": 0.6},
+        "sigma": 0.1,
+        "schedule": "linear",                    # the teacher's own masking schedule
+        "guidance": 1.0,
+        "ema": 0.999,
+        "log_every": 50, "ckpt_every": 500,
+    },
+    "sample": {"sampler": {"name": "llada", "temperature": 1.0}, "steps": 32, "n": 16},
+    "eval": {
+        "sampler": {"name": "llada", "temperature": 1.0},   # one block: 1..32 steps all valid
+        "teacher_steps": [1, 2, 4, 8, 16, 32],
+        "samples": 1000, "batch_size": 250,
+        "metrics": [{"name": "text_quality"}],
+        "writer": {"name": "text_examples", "n": 8},
+        "grid": 8,
+    },
+}
+
+LLADA_8B = {
+    "device": "cuda",
+    "dtype": "bfloat16",
+    "teacher": {"name": "hf_mdm", "path": REQUIRED,  # a local GSAI-ML/LLaDA-8B-Base or -Instruct folder
+                "trust_remote_code": True, "dtype": "bfloat16", "seq_len": 128,
+                "gradient_checkpointing": True, "lora_rank": 16},
+    "tokenizer": {"name": "hf", "path": "${teacher.path}", "trust_remote_code": True},
+    "conditions": {"name": "prompts", "path": REQUIRED, "prompt_len": 128},
+    "distill": {"steps": 5000, "batch_size": 8, "grad_accum": 2, "lr_generator": 1e-5, "lr_aux": 1e-5,
+                "init": {"name": "random_mask", "r_init": 0.6}, "sigma": 0.1, "schedule": "linear",
+                "guidance": 1.0, "ema": 0.0},
+    "sample": {"sampler": {"name": "llada", "block_length": 32, "temperature": 0.0}, "steps": 128, "n": 4},
+    "eval": {"sampler": {"name": "llada", "block_length": 128, "temperature": 1.0},
+             "teacher_steps": [1, 2, 4, 8, 16, 32, 64, 128], "samples": 256, "batch_size": 16,
+             "metrics": [{"name": "text_quality", "reference": REQUIRED}],  # a local causal LM folder (e.g. GPT-2 large)
+             "writer": {"name": "text_examples", "n": 8}},
+}

@@ -1,0 +1,187 @@
+"""The Hugging Face teacher wrapper, on tiny folders built here (BERT, the bundled architecture, an
+AutoModel-only model like LLaDA), plus the core's teacher contract."""
+import copy
+import json
+
+import pytest
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel
+from transformers.modeling_outputs import MaskedLMOutput
+
+import dimo_llada.hf_teacher as hf_teacher
+from dimo_core.errors import CheckpointError
+from dimo_core.testing import TeacherContract
+from dimo_llada.data import PromptConditions
+from dimo_llada.hf_teacher import load_teacher
+from dimo_llada.memory import apply_lora, embedding_and_head_patterns, mark_lora_trainable
+from dimo_llada.testing import SENTENCES, tiny_bert_folder, tiny_llada_folder
+from dimo_llada.tokenizer import HFTokenizer
+
+
+@pytest.fixture(scope="module")
+def llada_folder(tmp_path_factory):
+    return tiny_llada_folder(tmp_path_factory.mktemp("tiny_llada"))
+
+
+@pytest.fixture(scope="module")
+def bert_folder(tmp_path_factory):
+    return tiny_bert_folder(tmp_path_factory.mktemp("tiny_bert"))
+
+
+def prompts_for(folder, prompt_len=5):
+    tokenizer = HFTokenizer.from_folder(folder)
+    path = folder / "prompts.txt"
+    path.write_text("\n".join(SENTENCES) + "\n")
+    return PromptConditions(tokenizer, tokenizer.mask_id, prompt_len, str(path), eval_fraction=0)
+
+
+def test_bundled_architecture_loads_through_auto_classes_with_mask_id_from_config(llada_folder):
+    teacher = load_teacher(str(llada_folder), seq_len=7)
+    config = json.loads((llada_folder / "config.json").read_text())
+    assert teacher.mask_id == config["mask_token_id"] == HFTokenizer.from_folder(llada_folder).mask_id
+    assert teacher.vocab_size == config["vocab_size"] and teacher.seq_len == 7
+    assert type(teacher.model).__name__ == "DimoLladaForMaskedLM"
+
+
+def test_bert_mask_id_comes_from_its_tokenizer(bert_folder):
+    assert "mask_token_id" not in json.loads((bert_folder / "config.json").read_text())
+    teacher = load_teacher(str(bert_folder), seq_len=4)
+    assert teacher.mask_id == HFTokenizer.from_folder(bert_folder).hf.mask_token_id == 4
+
+
+def test_response_logits_are_the_model_logits_after_the_prompt(bert_folder):
+    teacher = load_teacher(str(bert_folder), seq_len=4).eval()
+    prompt, response = torch.randint(5, 20, (2, 3)), torch.randint(5, 20, (2, 4))
+    expected = teacher.model(torch.cat([prompt, response], 1)).logits[:, 3:]
+    assert torch.allclose(teacher(response, prompt), expected)
+    assert torch.allclose(teacher(response, {"input_ids": prompt, "attention_mask": torch.ones_like(prompt)}),
+                          expected)
+    assert teacher(response, None).shape == (2, 4, teacher.vocab_size)
+
+
+def test_left_padding_of_the_prompt_does_not_change_the_response_logits(llada_folder):
+    teacher = load_teacher(str(llada_folder), seq_len=6).eval()
+    prompt, response = torch.randint(4, 200, (1, 3)), torch.randint(4, 200, (1, 6))
+    padded = {"input_ids": torch.cat([torch.zeros(1, 2, dtype=torch.long), prompt], 1),
+              "attention_mask": torch.tensor([[0, 0, 1, 1, 1]])}
+    assert torch.allclose(teacher(response, padded), teacher(response, prompt), atol=1e-5)
+
+
+def test_embedding_noise_touches_response_embeddings_only(llada_folder, monkeypatch):
+    teacher = load_teacher(str(llada_folder), seq_len=6).eval()
+    seen = []
+    real = hf_teacher.perturb_embeddings
+    monkeypatch.setattr(hf_teacher, "perturb_embeddings", lambda e, s: seen.append(e.shape) or real(e, s))
+    prompt, response = torch.randint(4, 200, (2, 3)), torch.randint(4, 200, (2, 6))
+    clean = teacher(response, prompt)
+    noisy = teacher(response, prompt, embedding_noise=0.3)
+    assert seen == [(2, 6, 32)]                       # the 6 response positions, not the 3 prompt positions
+    assert not torch.allclose(clean, noisy)
+    assert torch.equal(clean, teacher(response, prompt))   # the hook is gone afterwards
+
+
+def test_missing_mask_id_is_a_clear_error_and_an_explicit_one_works(llada_folder, tmp_path):
+    folder = tiny_llada_folder(tmp_path / "no_mask", mask_token_id=None)
+    (folder / "tokenizer_config.json").write_text(
+        json.dumps({k: v for k, v in json.loads((folder / "tokenizer_config.json").read_text()).items()
+                    if k != "mask_token"}))
+    (folder / "tokenizer.json").unlink()               # neither config nor tokenizer name a mask token
+    with pytest.raises(CheckpointError, match="mask id"):
+        load_teacher(str(folder), seq_len=4)
+    assert load_teacher(str(folder), seq_len=4, mask_id=3).mask_id == 3
+
+
+class TinyRemoteConfig(PretrainedConfig):
+    model_type = "dimo_test_automodel_only"
+    vocab_size: int = 11
+    mask_token_id: int | None = 10
+
+
+class TinyRemoteModel(PreTrainedModel):
+    """Registered with AutoModel only, as LLaDA's remote code is."""
+    config_class = TinyRemoteConfig
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.wte = nn.Embedding(config.vocab_size, 8)
+        self.ff_out = nn.Linear(8, config.vocab_size)
+        self.post_init()
+
+    def forward(self, input_ids=None, **kwargs):
+        return MaskedLMOutput(logits=self.ff_out(self.wte(input_ids).cumsum(1)))
+
+
+def test_falls_back_to_automodel_when_there_is_no_masked_lm_class(tmp_path):
+    AutoConfig.register(TinyRemoteConfig.model_type, TinyRemoteConfig, exist_ok=True)
+    AutoModel.register(TinyRemoteConfig, TinyRemoteModel, exist_ok=True)
+    TinyRemoteModel(TinyRemoteConfig()).save_pretrained(str(tmp_path))
+    teacher = load_teacher(str(tmp_path), seq_len=3)
+    assert isinstance(teacher.model, TinyRemoteModel) and teacher.mask_id == 10 and teacher.vocab_size == 11
+    with pytest.raises(Exception, match="embedding"):   # no get_input_embeddings: sigma needs embedding_module
+        teacher(torch.zeros(1, 3, dtype=torch.long), None, embedding_noise=0.1)
+    named = load_teacher(str(tmp_path), seq_len=3, embedding_module="wte")
+    assert named(torch.zeros(1, 3, dtype=torch.long), None, embedding_noise=0.1).shape == (1, 3, 11)
+
+
+def test_remote_code_is_refused_unless_trusted(tmp_path):
+    config = {"model_type": "dimo_test_remote", "auto_map": {"AutoConfig": "configuration_x.XConfig",
+                                                             "AutoModel": "modeling_x.XModel"}}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="trust_remote_code"):
+        load_teacher(str(tmp_path), seq_len=3)
+
+
+def test_bf16_weights_and_gradient_checkpointing_give_the_same_gradients(llada_folder):
+    from dimo_llada.memory import enable_activation_checkpointing
+    assert next(load_teacher(str(llada_folder), seq_len=4, dtype="bfloat16").parameters()).dtype == torch.bfloat16
+    prompt, response = torch.randint(4, 200, (2, 3)), torch.randint(4, 200, (2, 4))
+    grads = []
+    for checkpointing in (False, True):
+        teacher = load_teacher(str(llada_folder), seq_len=4).train()
+        if checkpointing:
+            enable_activation_checkpointing(teacher.model)
+        teacher(response, prompt).logsumexp(-1).sum().backward()
+        grads.append(torch.cat([p.grad.flatten() for p in teacher.parameters()]))
+    assert torch.allclose(grads[0], grads[1], atol=1e-5)
+
+
+def test_lora_copy_starts_equal_and_trains_adapters_only(llada_folder):
+    teacher = load_teacher(str(llada_folder), seq_len=4).eval()
+    student = copy.deepcopy(teacher)
+    student.model = apply_lora(student.model, rank=4)
+    mark_lora_trainable(student)
+    prompt, response = torch.randint(4, 200, (2, 3)), torch.randint(4, 200, (2, 4))
+    assert torch.allclose(student(response, prompt), teacher(response, prompt))
+    trainable = [n for n, p in student.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    assert student(response, prompt, embedding_noise=0.2).shape == (2, 4, teacher.vocab_size)
+
+
+def test_embedding_and_head_patterns_name_existing_parameters(llada_folder):
+    teacher = load_teacher(str(llada_folder), seq_len=4)
+    assert embedding_and_head_patterns(teacher) == ["model.model.embed_tokens.*", "model.lm_head.*"]
+
+
+class TestBundledArchitectureContract(TeacherContract):
+    @pytest.fixture(autouse=True)
+    def _folder(self, llada_folder):
+        self.folder = llada_folder
+
+    def make_teacher(self):
+        return load_teacher(str(self.folder), seq_len=6)
+
+    def make_conditions(self):
+        return prompts_for(self.folder)
+
+
+class TestBertContract(TeacherContract):
+    @pytest.fixture(autouse=True)
+    def _folder(self, bert_folder):
+        self.folder = bert_folder
+
+    def make_teacher(self):
+        return load_teacher(str(self.folder), seq_len=5)
+
+    def make_conditions(self):
+        return prompts_for(self.folder, prompt_len=4)
