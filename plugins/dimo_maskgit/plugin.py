@@ -1,0 +1,85 @@
+"""Registers the maskgit plugin: the MaskGit teacher, its tokenizers, class-label conditions,
+Fashion-MNIST tokens, image-quality metrics, an image-grid writer, and two presets."""
+from __future__ import annotations
+
+from typing import Literal
+
+import dimo_core
+
+from . import patch_vq, presets
+from .data import ClassLabels, FashionMNISTTokens
+from .fashion_mnist import CLASS_NAMES
+from .metrics import ImageQuality, InceptionQuality
+from .teacher import build_teacher
+from .vqgan import load_vqgan
+from .writer import ImageGrid
+
+
+def _device(ctx):
+    return getattr(ctx, "device", "cpu")
+
+
+@dimo_core.hookimpl
+def register_teachers(register):
+    def maskgit(ctx, path: str | None = None, hidden: int = 768, depth: int = 24, heads: int = 16,
+                mlp: int = 3072, codebook_size: int = 1024, num_classes: int = 1000, tokens: int = 256,
+                dropout: float = 0.1):
+        """valeoai MaskGit v1.0 transformer; path: .pth (model_state_dict) or .safetensors; None = random init.
+        Defaults are the released ImageNet 256 model."""
+        return build_teacher(path, hidden=hidden, depth=depth, heads=heads, mlp=mlp, codebook_size=codebook_size,
+                             num_classes=num_classes, tokens=tokens, dropout=dropout)
+    register("maskgit", maskgit)
+
+
+@dimo_core.hookimpl
+def register_tokenizers(register):
+    def fmnist_patch_vq(ctx, path: str | None = None):
+        """4 x 4 patch VQ of Fashion-MNIST (49 codes of 256); images (B, 1, 28, 28) in [0, 1]."""
+        return patch_vq.PatchVQTokenizer.load(path or patch_vq.BUNDLED)
+    register("fmnist_patch_vq", fmnist_patch_vq)
+
+    def vqgan(ctx, path: str):
+        """taming VQGAN folder: model.yaml + last.ckpt (flat, or configs/ + ckpts/); images in [0, 1]."""
+        return load_vqgan(path).to(_device(ctx))
+    register("vqgan", vqgan)
+
+
+@dimo_core.hookimpl
+def register_conditions(register):
+    def class_labels(ctx, num_classes: int = 10):
+        return ClassLabels(num_classes)
+    register("class_labels", class_labels)
+
+
+@dimo_core.hookimpl
+def register_datasets(register):
+    def fashion_mnist(ctx, root: str | None = None):
+        """Fashion-MNIST (Debian package dataset-fashion-mnist) encoded by the configured tokenizer."""
+        return FashionMNISTTokens(ctx.tokenizer, root)
+    register("fashion_mnist", fashion_mnist)
+
+
+@dimo_core.hookimpl
+def register_metrics(register):
+    def image_quality(ctx, features: Literal["fmnist_cnn", "inception"] = "fmnist_cnn",
+                      classifier: str | None = None, k: int = 5, real_samples: int | None = None,
+                      inception_reference: str | None = None, batch_size: int = 500):
+        if features == "inception":
+            return InceptionQuality(ctx.tokenizer, inception_reference, min(batch_size, 100))
+        return ImageQuality(ctx.tokenizer, classifier, k, real_samples, batch_size=batch_size)
+    register("image_quality", image_quality)
+
+
+@dimo_core.hookimpl
+def register_writers(register):
+    def image_grid(ctx, class_names: Literal["fashion_mnist"] | list[str] | None = None,
+                   filename: str = "samples.png"):
+        names = CLASS_NAMES if class_names == "fashion_mnist" else class_names
+        return ImageGrid(ctx.tokenizer, tuple(names) if names else None, filename)
+    register("image_grid", image_grid)
+
+
+@dimo_core.hookimpl
+def register_presets(register):
+    for name, preset in presets.PRESETS.items():
+        register(name, preset)

@@ -1,0 +1,147 @@
+"""Fashion-MNIST reading, the patch tokenizer, conditions, dataset, metrics and the grid writer."""
+import gzip
+import struct
+from pathlib import Path
+
+import pytest
+import torch
+
+from dimo_core.config import load_config
+from dimo_core.errors import ConfigError
+from dimo_core.registry import get_registry
+from dimo_maskgit import plugin
+from dimo_maskgit.data import ClassLabels, FashionMNISTTokens
+from dimo_maskgit.fashion_mnist import FILES, load_split
+from dimo_maskgit.metrics import frechet_distance, inception_score, prdc
+from dimo_maskgit.patch_vq import PatchVQTokenizer, fit_codebook, from_patches, to_patches
+from dimo_maskgit.writer import ImageGrid
+
+
+def write_idx(path: Path, array: torch.Tensor) -> None:
+    header = struct.pack(">HBB", 0, 0x08, array.dim()) + struct.pack(f">{array.dim()}I", *array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.to(torch.uint8).numpy().tobytes())
+
+
+@pytest.fixture
+def fake_fmnist(tmp_path):
+    """A folder in the Debian package's layout: 40 train and 20 test images of 10 classes."""
+    g = torch.Generator().manual_seed(0)
+    for split, n in (("train", 40), ("test", 20)):
+        images = torch.randint(0, 256, (n, 28, 28), generator=g)
+        labels = torch.arange(n) % 10
+        write_idx(tmp_path / FILES[split][0], images)
+        write_idx(tmp_path / FILES[split][1], labels)
+    return tmp_path
+
+
+def test_idx_reader(fake_fmnist):
+    images, labels = load_split("test", str(fake_fmnist))
+    assert images.shape == (20, 1, 28, 28) and images.dtype == torch.float32
+    assert 0 <= images.min() and images.max() <= 1
+    assert labels.tolist() == [i % 10 for i in range(20)]
+
+
+def test_missing_dataset_names_the_debian_package(tmp_path):
+    with pytest.raises(ConfigError, match="apt-get install dataset-fashion-mnist"):
+        load_split("train", str(tmp_path))
+
+
+def test_patches_round_trip_and_exact_codes():
+    images = torch.rand(3, 1, 28, 28)
+    assert torch.equal(from_patches(to_patches(images, 4), 4, 1, 28, 28), images)
+    codebook = torch.rand(32, 16)
+    tok = PatchVQTokenizer(codebook)
+    codes = torch.randint(0, 32, (3, 49))
+    assert torch.equal(tok.encode(tok.decode(codes)), codes)  # codebook images encode to their codes
+    assert tok.vocab_size == 32 and tok.mask_id is None and tok.seq_len == 49
+    with pytest.raises(ValueError, match="mask id"):
+        tok.decode(torch.full((1, 49), 32))
+
+
+def test_kmeans_finds_separated_clusters():
+    g = torch.Generator().manual_seed(0)
+    centres = torch.tensor([[0.0, 0.0], [5.0, 5.0], [-5.0, 5.0]])
+    points = (centres[torch.arange(300) % 3] + 0.1 * torch.randn(300, 2, generator=g))
+    found = fit_codebook(points, 3, 10, g)
+    assert torch.cdist(centres, found).min(1).values.max() < 0.1
+
+
+def test_class_labels():
+    labels = ClassLabels(10)
+    g = torch.Generator().manual_seed(0)
+    train = labels.sample(1000, g)
+    assert train.dtype == torch.long and 0 <= train.min() and train.max() < 10 and len(train.unique()) == 10
+    assert labels.sample(12, g, split="eval").tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1]
+    assert labels.null(train[:4]).tolist() == [10] * 4
+
+
+def test_dataset_encodes_each_split_once(fake_fmnist):
+    class CountingTokenizer(PatchVQTokenizer):
+        calls = 0
+
+        def encode(self, images):
+            CountingTokenizer.calls += 1
+            return super().encode(images)
+
+    data = FashionMNISTTokens(CountingTokenizer(torch.rand(8, 16)), str(fake_fmnist))
+    g = torch.Generator().manual_seed(0)
+    codes, labels = data.sample(16, g)
+    data.sample(16, g)
+    assert codes.shape == (16, 49) and labels.shape == (16,) and CountingTokenizer.calls == 1
+    data.sample(4, g, split="test")
+    assert CountingTokenizer.calls == 2
+
+
+def test_frechet_distance_closed_form():
+    m1, m2 = torch.tensor([0.0, 1.0, 2.0]), torch.tensor([1.0, 1.0, 0.0])
+    v1, v2 = torch.tensor([1.0, 4.0, 9.0]), torch.tensor([4.0, 1.0, 9.0])
+    expected = ((m1 - m2) ** 2).sum() + ((v1.sqrt() - v2.sqrt()) ** 2).sum()  # diagonal Gaussians
+    assert frechet_distance(m1, torch.diag(v1), m2, torch.diag(v2)) == pytest.approx(float(expected), abs=1e-9)
+    a = torch.randn(50, 3, dtype=torch.float64)
+    cov = a.T @ a / 50
+    assert frechet_distance(m1, cov, m1, cov) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_inception_score_bounds():
+    confident = torch.eye(10).repeat(3, 1)
+    assert inception_score(confident) == pytest.approx(10.0, rel=1e-6)
+    assert inception_score(torch.full((30, 10), 0.1)) == pytest.approx(1.0, rel=1e-6)
+
+
+def test_prdc_identical_and_disjoint():
+    g = torch.Generator().manual_seed(0)
+    real = torch.randn(200, 4, generator=g)
+    same = prdc(real, real.clone(), k=5)
+    assert same["precision"] == same["recall"] == same["coverage"] == 1.0
+    assert same["density"] == pytest.approx(6 / 5)  # each sample also lies in its own ball: (k + 1) / k
+    fresh = prdc(real, torch.randn(200, 4, generator=g), k=5)
+    assert 0.8 < fresh["density"] < 1.2 and fresh["precision"] > 0.8 and fresh["coverage"] > 0.8
+    far = prdc(real, real + 100.0, k=5)
+    assert far == {"precision": 0.0, "recall": 0.0, "density": 0.0, "coverage": 0.0}
+
+
+def test_grid_writer(tmp_path):
+    tok = PatchVQTokenizer(torch.rand(8, 16))
+    rows = {"teacher 1 step": torch.randint(0, 8, (4, 49)), "student": torch.randint(0, 8, (4, 49))}
+    paths = ImageGrid(tok, ("a", "b", "c", "d"))(rows, torch.tensor([0, 1, 2, 3]), str(tmp_path))
+    assert paths == [str(tmp_path / "samples.png")]
+    from PIL import Image
+    width, height = Image.open(paths[0]).size
+    assert width > height > 100  # 4 columns x 2 rows
+
+
+def test_plugin_registers_everything_and_presets_validate():
+    registry = get_registry(extra=[plugin])
+    expected = {"teachers": "maskgit", "tokenizers": "fmnist_patch_vq", "conditions": "class_labels",
+                "datasets": "fashion_mnist", "metrics": "image_quality", "writers": "image_grid"}
+    for kind, name in expected.items():
+        assert name in registry.names(kind)
+    assert "vqgan" in registry.names("tokenizers")
+    for preset in ("maskgit", "maskgit_imagenet256"):
+        config = load_config([f"preset={preset}"], registry)
+        assert config.teacher.name == "maskgit" and config.distill.init.r_init == 0.6
+    imagenet = load_config(["preset=maskgit_imagenet256"], registry)
+    assert (imagenet.distill.guidance, imagenet.distill.sigma, imagenet.distill.lr_generator,
+            imagenet.distill.ema, imagenet.distill.frozen) == (2.0, 0.1, 1e-5, 0.9999,
+                                                                ["tok_emb.weight", "bias", "pos_emb"])
