@@ -1,0 +1,45 @@
+"""Student (one pass) against the teacher at 16 steps, same model, same batch, one run."""
+import torch
+
+from dimo_core.init import RandomMaskInit
+from dimo_core.sampling import ConfidenceSampler, student_sample
+from timing import median_seconds
+
+BATCH = 32
+
+
+def test_student_vs_teacher(benchmark, model_and_conditions):
+    model, conditions = model_and_conditions
+    g = torch.Generator().manual_seed(0)
+    cond = conditions.sample(BATCH, g)
+    fn = lambda x, c: model(x, c)  # noqa: E731
+    x_init = RandomMaskInit(0.6)(BATCH, model.seq_len, model.vocab_size, model.mask_id, g)
+    all_masked = torch.full((BATCH, model.seq_len), model.mask_id)
+    sampler = ConfidenceSampler("arccos", r_temp=4.5)
+
+    @torch.no_grad()
+    def student():
+        return student_sample(fn, x_init, cond, mask_id=model.mask_id, generator=g)
+
+    @torch.no_grad()
+    def forward():
+        return model(x_init, cond)
+
+    @torch.no_grad()
+    def teacher(guidance):
+        return sampler(fn, all_masked, cond, conditions.null(cond), steps=16, guidance=guidance,
+                       mask_id=model.mask_id, generator=g)
+
+    benchmark.pedantic(student, rounds=10, warmup_rounds=2)
+    t_student = benchmark.stats.stats.median
+    t_forward = median_seconds(forward)
+    t_teacher = median_seconds(lambda: teacher(1.0), repeats=3, warmup=1)
+    t_teacher_cfg = median_seconds(lambda: teacher(2.0), repeats=3, warmup=1)
+    benchmark.extra_info.update({
+        "student_over_one_forward": t_student / t_forward,
+        "teacher16_over_student": t_teacher / t_student,
+        "teacher16_cfg_over_student": t_teacher_cfg / t_student,
+    })
+    print(f"\nstudent / one teacher forward = {t_student / t_forward:.3f}; teacher@16 / student = "
+          f"{t_teacher / t_student:.1f}x; teacher@16 with guidance / student = {t_teacher_cfg / t_student:.1f}x")
+    assert t_student / t_forward <= 1.1
