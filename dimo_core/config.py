@@ -32,8 +32,8 @@ class DistillConfig(Strict):
     steps: int = 1000                    # generator updates
     batch_size: int = 64                 # global batch per update
     grad_accum: int = 1                  # micro-batches per update (batch_size must divide)
-    divergence: Component = Component(name="fkl")
-    init: Component = Component(name="random_mask", r_init=0.6)
+    divergence: Component = Component(name="fkl")  # fkl | rkl | jeffreys (beta) | f (f=js|tv|...) | js | tv
+    init: Component = Component(name="random_mask", r_init=0.6)  # r_init: a ratio or a range [a, b] per batch
     sigma: float = 0.1                   # generator-only embedding perturbation (0 = off)
     schedule: str = "arccos"             # masking schedule of x_theta (arccos|cosine|linear|square)
     schedule_clamp: tuple[float, float] | None = None  # Meissonic's release clamps r to [0.02, 0.98]
