@@ -26,6 +26,7 @@ def _atomic_write(path: str | Path, write) -> None:
         write(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes files private; checkpoints are meant to be shared
         os.replace(tmp, path)
     except OSError as e:
         raise CheckpointError(f"cannot write {path}: {e.strerror}; the previous file is intact") from e

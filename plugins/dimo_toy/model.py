@@ -26,8 +26,8 @@ class Block(nn.Module):
 class ToyMDM(nn.Module):
     """tokens (B, L) in [0, V) or mask V; cond = class labels (B,) in [0, C] (C = null class)."""
 
-    def __init__(self, vocab_size: int = 16, seq_len: int = 16, num_classes: int = 4, dim: int = 128,
-                 depth: int = 4, heads: int = 4):
+    def __init__(self, vocab_size: int = 16, seq_len: int = 16, num_classes: int = 4, dim: int = 96,
+                 depth: int = 3, heads: int = 4):
         super().__init__()
         self.vocab_size, self.mask_id, self.seq_len, self.num_classes = vocab_size, vocab_size, seq_len, num_classes
         self.token_embedding = nn.Embedding(vocab_size + 1, dim)
