@@ -76,13 +76,29 @@ class HFMaskedLMTeacher(nn.Module):
         self.mask_id = int(mask_id)
         self.seq_len = int(seq_len)
         self.embedding_module = embedding_module  # dotted name inside ``model``; None: get_input_embeddings()
-        forward = getattr(model, "forward")
-        params = inspect.signature(forward).parameters
+        params = inspect.signature(model.forward).parameters
         self.takes_attention_mask = "attention_mask" in params or any(
             p.kind is p.VAR_KEYWORD for p in params.values())
+        self.adapters_only = False  # set by add_lora: copies of this teacher train their LoRA adapters only
         self.vocab_size = int(vocab_size) if vocab_size else self._count_logit_columns()
-        if not 0 <= self.mask_id < self.vocab_size + 1:
-            raise CheckpointError(f"mask id {self.mask_id} is outside the model's {self.vocab_size} logit columns")
+        if self.mask_id < 0:
+            raise CheckpointError(f"mask id {self.mask_id} is negative; check mask_token_id in config.json")
+
+    def add_lora(self, rank: int, alpha: float | None = None, targets: list[str] | None = None) -> None:
+        """Wrap the network with zero-initialised LoRA adapters (outputs unchanged)."""
+        from .memory import apply_lora
+        self.model = apply_lora(self.model, rank, alpha, targets)
+        self.adapters_only = True
+        self.requires_grad_(False)
+
+    def requires_grad_(self, requires_grad: bool = True) -> "HFMaskedLMTeacher":
+        """With LoRA, "make this copy trainable" (what the engine asks of generator and aux) means its
+        adapters: the copied 8B base weights stay frozen, so Adam holds adapter states only."""
+        if requires_grad and self.adapters_only:
+            for name, p in self.named_parameters():
+                p.requires_grad_("lora_" in name)
+            return self
+        return super().requires_grad_(requires_grad)
 
     def _count_logit_columns(self) -> int:
         head = None
@@ -144,7 +160,8 @@ class HFMaskedLMTeacher(nn.Module):
         model = self.model if dtype is None else _cast_copy(self.model, DTYPES[dtype])
         model.save_pretrained(str(folder))
         if tokenizer is not None:
-            getattr(tokenizer, "hf", tokenizer).save_pretrained(str(folder))
+            from .tokenizer import save_tokenizer
+            save_tokenizer(getattr(tokenizer, "hf", tokenizer), folder)
 
 
 def _cast_copy(model: nn.Module, dtype: torch.dtype) -> nn.Module:

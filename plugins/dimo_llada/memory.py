@@ -19,16 +19,22 @@ DEFAULT_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up
 
 
 def enable_activation_checkpointing(model: nn.Module) -> None:
-    """Recompute each block's activations in backward (transformers' gradient checkpointing)."""
+    """Recompute each block's activations in backward: transformers' switch where the class supports
+    it, else the OLMo-style ``set_activation_checkpointing("whole_layer")`` that LLaDA's code has."""
+    problem = f"{type(model).__name__} has no gradient_checkpointing_enable()"
     for name in ("activation_checkpointing_enable", "gradient_checkpointing_enable"):
         if callable(enable := getattr(model, name, None)):
             try:
                 enable()
                 return
-            except ValueError as e:  # transformers raises when the class does not support it
-                raise ConfigError(f"{type(model).__name__} does not support gradient checkpointing: {e}") from None
-    raise ConfigError(f"{type(model).__name__} has no gradient_checkpointing_enable(); turn "
-                      f"teacher.gradient_checkpointing off")
+            except ValueError as e:  # transformers refuses classes without supports_gradient_checkpointing
+                problem = str(e).splitlines()[0]
+                break
+    for module in model.modules():
+        if callable(setter := getattr(module, "set_activation_checkpointing", None)):
+            setter("whole_layer")
+            return
+    raise ConfigError(f"cannot turn on activation checkpointing: {problem}; set teacher.gradient_checkpointing=false")
 
 
 def present_targets(model: nn.Module, targets: list[str]) -> list[str]:
@@ -84,9 +90,3 @@ def embedding_and_head_patterns(teacher: nn.Module) -> list[str]:
     patterns = [f"{name}.*" for name, m in teacher.named_modules() if any(m is w for w in wanted)]
     params = [n for n, _ in teacher.named_parameters()]  # a tied head has no parameter name of its own
     return [p for p in patterns if any(fnmatch.fnmatch(n, p) for n in params)]
-
-
-def mark_lora_trainable(model: nn.Module) -> None:
-    """Only LoRA adapters train; the copied base weights stay the teacher's."""
-    for name, p in model.named_parameters():
-        p.requires_grad_("lora_" in name)

@@ -10,7 +10,7 @@ from dimo_core.errors import ConfigError
 from . import presets
 from .data import BuiltinText, PromptConditions, TextPairs
 from .hf_teacher import load_teacher
-from .memory import apply_lora, enable_activation_checkpointing
+from .memory import enable_activation_checkpointing
 from .metrics import ReferenceScorer, TextExamples, TextQuality
 from .sampler import LLaDASampler
 from .tokenizer import HFTokenizer
@@ -65,7 +65,7 @@ def register_teachers(register):
         if gradient_checkpointing:
             enable_activation_checkpointing(teacher.model)
         if lora_rank > 0:
-            teacher.model = apply_lora(teacher.model, lora_rank, lora_alpha, lora_targets)
+            teacher.add_lora(lora_rank, lora_alpha, lora_targets)
         return teacher
     register("hf_mdm", hf_mdm)
 

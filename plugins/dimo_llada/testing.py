@@ -17,9 +17,9 @@ SENTENCES = [
 
 def tiny_bpe(folder: str | Path, texts: list[str] = SENTENCES, vocab_size: int = 300):
     """A byte-level BPE with [PAD] [BOS] [EOS] [MASK], saved as a Hugging Face tokenizer folder."""
-    from .tokenizer import train_bpe_tokenizer
+    from .tokenizer import save_tokenizer, train_bpe_tokenizer
     tokenizer = train_bpe_tokenizer(texts, vocab_size)
-    tokenizer.save_pretrained(str(folder))
+    save_tokenizer(tokenizer, folder)
     return tokenizer
 
 

@@ -99,6 +99,17 @@ class HFTokenizer:
         return [self.decode(row) for row in tokens]
 
 
+def save_tokenizer(hf_tokenizer, folder: str | Path) -> None:
+    """save_pretrained, naming the class PreTrainedTokenizerFast (transformers 5 writes its new
+    "TokenizersBackend", which transformers 4 cannot load; 5 loads both)."""
+    hf_tokenizer.save_pretrained(str(folder))
+    config_path = Path(folder) / "tokenizer_config.json"
+    config = json.loads(config_path.read_text())
+    if config.get("tokenizer_class") == "TokenizersBackend":
+        config["tokenizer_class"] = "PreTrainedTokenizerFast"
+        config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
 def train_bpe_tokenizer(texts: list[str], vocab_size: int = 2048):
     """A byte-level BPE (lossless on any text) with [PAD] [BOS] [EOS] [MASK] as ids 0-3."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers

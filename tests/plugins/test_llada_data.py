@@ -16,6 +16,8 @@ from dimo_llada.tokenizer import SPECIAL_TOKENS, HFTokenizer
 def tokenizer(tmp_path_factory):
     folder = tmp_path_factory.mktemp("bpe")
     tiny_bpe(folder)
+    # a class name transformers 4 and 5 both load
+    assert json.loads((folder / "tokenizer_config.json").read_text())["tokenizer_class"] == "PreTrainedTokenizerFast"
     return HFTokenizer.from_folder(folder)
 
 
