@@ -2,9 +2,12 @@
 
     python -m dimo_maskgit.build_assets tokenizer    # assets/fmnist_patch_vq.safetensors (~1 min)
     python -m dimo_maskgit.build_assets classifier   # assets/fmnist_cnn.safetensors (~5 min)
+    python -m dimo_maskgit.build_assets teacher [key=value ...]   # assets/fmnist_teacher.safetensors
 
-Both run on one CPU thread and are deterministic for a given seed. The small teacher is trained by
-the core CLI (``dimo train-teacher plugins=maskgit``); see README.md for its exact command.
+Tokenizer and classifier run on one CPU thread and are deterministic for a given seed. ``teacher``
+is ``dimo train-teacher plugins=maskgit [key=value ...]`` (the core's training loop, this plugin's
+preset) followed by a copy of the result into assets/; it also works where the ``maskgit`` entry
+point is not installed. README.md records the exact command that produced the committed teacher.
 """
 from __future__ import annotations
 
@@ -46,6 +49,33 @@ def build_classifier(out: Path, epochs: int, seed: int) -> None:
     print(f"wrote {out} (test accuracy {meta['test_accuracy']:.4f})")
 
 
+def maskgit_registry():
+    """The installed plugins' registry, with this plugin as ``maskgit`` even where its entry point
+    is not installed (so that ``plugins=maskgit`` resolves)."""
+    from dimo_core.registry import Registry, plugin_manager
+
+    from . import plugin
+    pm = plugin_manager()
+    if pm.get_plugin("maskgit") is None:
+        pm.register(plugin, name="maskgit")
+    return Registry(pm)
+
+
+def build_teacher(overrides: list[str], out: Path) -> None:
+    import shutil
+
+    from dimo_core.config import load_config
+    from dimo_core.context import Context
+    from dimo_core.runs import train_teacher
+
+    registry = maskgit_registry()
+    ctx = Context(load_config(["plugins=maskgit", *overrides], registry), registry)
+    trained = train_teacher(ctx, progress=False)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(trained, out)
+    print(f"wrote {out} (from {trained})")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m dimo_maskgit.build_assets", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -60,13 +90,18 @@ def main(argv: list[str] | None = None) -> None:
     cls.add_argument("--epochs", type=int, default=5)
     cls.add_argument("--seed", type=int, default=0)
     cls.add_argument("--out", type=Path, default=classifier.BUNDLED)
+    teacher = sub.add_parser("teacher", help="dimo train-teacher plugins=maskgit, copied into assets/")
+    teacher.add_argument("overrides", nargs="*", help="key=value config overrides")
+    teacher.add_argument("--out", type=Path, default=ASSETS / "fmnist_teacher.safetensors")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.asset == "tokenizer":
         build_tokenizer(args.out, args.codebook_size, args.patch_size, args.iters, args.seed)
-    else:
+    elif args.asset == "classifier":
         build_classifier(args.out, args.epochs, args.seed)
+    else:
+        build_teacher(args.overrides, args.out)
 
 
 if __name__ == "__main__":

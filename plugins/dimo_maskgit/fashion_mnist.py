@@ -42,6 +42,21 @@ def read_idx(path: Path) -> np.ndarray:
     return array.reshape(shape)
 
 
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """The inverse of ``read_idx`` (unsigned bytes, gzip): for test fixtures and custom data."""
+    array = np.asarray(array, dtype=np.uint8)
+    header = struct.pack(">HBB", 0, IDX_UBYTE, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.tobytes())
+
+
+def write_split(folder: Path, split: str, images: np.ndarray, labels: np.ndarray) -> None:
+    """Write (n, 28, 28) uint8 images and (n,) labels under the package's file names."""
+    folder.mkdir(parents=True, exist_ok=True)
+    write_idx(folder / FILES[split][0], images)
+    write_idx(folder / FILES[split][1], labels)
+
+
 @functools.lru_cache(maxsize=4)
 def load_split(split: str = "train", root: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(images (n, 1, 28, 28) float in [0, 1], labels (n,) int64) of the 'train' or 'test' split."""

@@ -6,7 +6,8 @@ Default network: the committed Fashion-MNIST CNN (``classifier.py``). Reported a
 - ``is_fmnist_cnn``: exp E_x KL(p(y|x) || p(y)) from the CNN's class probabilities (one split;
   at most 10, the number of classes);
 - ``precision``, ``recall``, ``density``, ``coverage``: Naeem et al. 2020 with k nearest neighbours
-  (k = 5) against real test-split features, as many reals as samples (at most 10,000);
+  (k = 5) against real test-split features: a fixed random subset of the test split, as many reals
+  as samples (``real_samples`` to choose; at most 10,000);
 - ``class_accuracy``: how often the CNN recognises the requested class (conditional samples).
 
 With ``features="inception"`` (a GPU user with torch-fidelity and its Inception weights) the same
@@ -79,13 +80,15 @@ class ImageQuality:
         self.tokenizer, self.k, self.real_samples, self.root = tokenizer, k, real_samples, root
         self.batch_size = batch_size
         self.net, self.ref_mean, self.ref_cov, self.meta = load_classifier(*([classifier] if classifier else []))
-        self._real_features: Tensor | None = None
+        self._real_features: dict[int, Tensor] = {}
 
-    def real_features(self) -> Tensor:
-        if self._real_features is None:  # computed once: the test split through the CNN (~2 s)
+    def real_features(self, n: int) -> Tensor:
+        """Features of n real test images, a fixed random subset (computed once per n)."""
+        if n not in self._real_features:
             images, _ = load_split("test", self.root)
-            self._real_features = features_and_probs(self.net, images)[0]
-        return self._real_features
+            pick = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))[:n]
+            self._real_features[n] = features_and_probs(self.net, images[pick], self.batch_size)[0]
+        return self._real_features[n]
 
     def __call__(self, tokens: Tensor, cond: Tensor | None) -> dict[str, float]:
         images = decode_batches(self.tokenizer, tokens, self.batch_size)
@@ -93,11 +96,9 @@ class ImageQuality:
         mean, cov = mean_and_cov(feats)
         out = {f"fd_{FEATURE_NAME}": frechet_distance(mean, cov, self.ref_mean, self.ref_cov),
                f"is_{FEATURE_NAME}": inception_score(probs)}
-        reals = self.real_features()
-        n_real = min(self.real_samples or len(feats), len(reals), MAX_REALS)
-        if len(feats) > self.k and n_real > self.k:
-            pick = torch.randperm(len(reals), generator=torch.Generator().manual_seed(0))[:n_real]
-            out.update(prdc(reals[pick], feats, self.k))
+        reals = self.real_features(min(self.real_samples or len(feats), MAX_REALS))
+        if min(len(feats), len(reals)) > self.k:  # k-NN balls need more than k points
+            out.update(prdc(reals, feats, self.k))
         if cond is not None:
             out["class_accuracy"] = float((probs.argmax(1) == cond.cpu()).double().mean())
         return out

@@ -63,10 +63,12 @@ def register_datasets(register):
 def register_metrics(register):
     def image_quality(ctx, features: Literal["fmnist_cnn", "inception"] = "fmnist_cnn",
                       classifier: str | None = None, k: int = 5, real_samples: int | None = None,
-                      inception_reference: str | None = None, batch_size: int = 500):
+                      inception_reference: str | None = None, root: str | None = None, batch_size: int = 500):
+        """features: fmnist_cnn (committed CNN; root = Fashion-MNIST folder of the real test split)
+        or inception (torch-fidelity; inception_reference = .npz with mu, sigma)."""
         if features == "inception":
             return InceptionQuality(ctx.tokenizer, inception_reference, min(batch_size, 100))
-        return ImageQuality(ctx.tokenizer, classifier, k, real_samples, batch_size=batch_size)
+        return ImageQuality(ctx.tokenizer, classifier, k, real_samples, root, batch_size)
     register("image_quality", image_quality)
 
 

@@ -1,26 +1,15 @@
 """Fashion-MNIST reading, the patch tokenizer, conditions, dataset, metrics and the grid writer."""
-import gzip
-import struct
-from pathlib import Path
-
 import pytest
 import torch
 
 from dimo_core.config import load_config
 from dimo_core.errors import ConfigError
-from dimo_core.registry import get_registry
-from dimo_maskgit import plugin
+from dimo_maskgit.build_assets import maskgit_registry
 from dimo_maskgit.data import ClassLabels, FashionMNISTTokens
-from dimo_maskgit.fashion_mnist import FILES, load_split
+from dimo_maskgit.fashion_mnist import load_split, write_split
 from dimo_maskgit.metrics import frechet_distance, inception_score, prdc
 from dimo_maskgit.patch_vq import PatchVQTokenizer, fit_codebook, from_patches, to_patches
 from dimo_maskgit.writer import ImageGrid
-
-
-def write_idx(path: Path, array: torch.Tensor) -> None:
-    header = struct.pack(">HBB", 0, 0x08, array.dim()) + struct.pack(f">{array.dim()}I", *array.shape)
-    with gzip.open(path, "wb") as f:
-        f.write(header + array.to(torch.uint8).numpy().tobytes())
 
 
 @pytest.fixture
@@ -28,10 +17,8 @@ def fake_fmnist(tmp_path):
     """A folder in the Debian package's layout: 40 train and 20 test images of 10 classes."""
     g = torch.Generator().manual_seed(0)
     for split, n in (("train", 40), ("test", 20)):
-        images = torch.randint(0, 256, (n, 28, 28), generator=g)
-        labels = torch.arange(n) % 10
-        write_idx(tmp_path / FILES[split][0], images)
-        write_idx(tmp_path / FILES[split][1], labels)
+        write_split(tmp_path, split, torch.randint(0, 256, (n, 28, 28), generator=g).numpy(),
+                    (torch.arange(n) % 10).numpy())
     return tmp_path
 
 
@@ -132,7 +119,7 @@ def test_grid_writer(tmp_path):
 
 
 def test_plugin_registers_everything_and_presets_validate():
-    registry = get_registry(extra=[plugin])
+    registry = maskgit_registry()
     expected = {"teachers": "maskgit", "tokenizers": "fmnist_patch_vq", "conditions": "class_labels",
                 "datasets": "fashion_mnist", "metrics": "image_quality", "writers": "image_grid"}
     for kind, name in expected.items():

@@ -3,9 +3,8 @@ import pytest
 import torch
 
 from dimo_core.errors import CheckpointError
-from dimo_core.registry import get_registry
 from dimo_core.testing import TeacherContract
-from dimo_maskgit import plugin
+from dimo_maskgit.build_assets import maskgit_registry
 from dimo_maskgit.data import ClassLabels
 from dimo_maskgit.teacher import MaskGitTeacher, build_teacher, save_teacher
 
@@ -125,7 +124,7 @@ def test_pickled_code_is_refused(tmp_path):
 
 
 def test_registered_factory_builds_and_loads(tmp_path):
-    registry = get_registry(extra=[plugin])
+    registry = maskgit_registry()
     teacher = tiny_teacher()
     save_teacher(teacher, tmp_path / "t.safetensors")
     built = registry.build("teachers", {"name": "maskgit", "path": str(tmp_path / "t.safetensors"), **TINY}, ctx=None)
