@@ -1,13 +1,18 @@
 """Fashion-MNIST reading, the patch tokenizer, conditions, dataset, metrics and the grid writer."""
+import sys
+import types
+
+import numpy as np
 import pytest
 import torch
 
 from dimo_core.config import load_config
 from dimo_core.errors import ConfigError
 from dimo_maskgit.build_assets import maskgit_registry
+from dimo_maskgit.classifier import mean_and_cov
 from dimo_maskgit.data import ClassLabels, FashionMNISTTokens
 from dimo_maskgit.fashion_mnist import load_split, write_split
-from dimo_maskgit.metrics import frechet_distance, inception_score, prdc
+from dimo_maskgit.metrics import InceptionQuality, frechet_distance, inception_score, prdc
 from dimo_maskgit.patch_vq import PatchVQTokenizer, fit_codebook, from_patches, to_patches
 from dimo_maskgit.writer import ImageGrid
 
@@ -132,3 +137,41 @@ def test_plugin_registers_everything_and_presets_validate():
     assert (imagenet.distill.guidance, imagenet.distill.sigma, imagenet.distill.lr_generator,
             imagenet.distill.ema, imagenet.distill.frozen) == (2.0, 0.1, 1e-5, 0.9999,
                                                                 ["tok_emb.weight", "bias", "pos_emb"])
+
+
+def test_inception_path_needs_torch_fidelity(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "torch_fidelity", None)  # as if not installed
+    with pytest.raises(ConfigError, match="pip install torch-fidelity"):
+        InceptionQuality(PatchVQTokenizer(torch.rand(8, 16)), str(tmp_path / "ref.npz"))
+
+
+class StandInInception(torch.nn.Module):
+    """Plays torch-fidelity's extractor: uint8 RGB in, (features, logits) out."""
+
+    def __init__(self, name, features_list):
+        super().__init__()
+        assert features_list == ["2048", "logits_unbiased"]
+        self.project = torch.nn.Linear(3 * 28 * 28, 6)
+
+    def forward(self, images):
+        assert images.dtype == torch.uint8 and images.shape[1] == 3
+        features = self.project(images.flatten(1).float() / 255)
+        return features, features[:, :4]
+
+
+def test_inception_path_computes_fid_and_is(monkeypatch, tmp_path):
+    module = types.ModuleType("torch_fidelity.feature_extractor_inceptionv3")
+    module.FeatureExtractorInceptionV3 = StandInInception
+    monkeypatch.setitem(sys.modules, "torch_fidelity", types.ModuleType("torch_fidelity"))
+    monkeypatch.setitem(sys.modules, "torch_fidelity.feature_extractor_inceptionv3", module)
+    tok = PatchVQTokenizer(torch.rand(8, 16))
+    codes = torch.randint(0, 8, (64, 49), generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(0)  # reference statistics: these very samples through the same stand-in
+    with torch.no_grad():
+        feats, _ = StandInInception("x", ["2048", "logits_unbiased"])(
+            (tok.decode(codes).expand(-1, 3, -1, -1) * 255).round().to(torch.uint8))
+    mean, cov = mean_and_cov(feats.double())
+    np.savez(tmp_path / "ref.npz", mu=mean.numpy(), sigma=cov.numpy())
+    torch.manual_seed(0)  # the same stand-in weights
+    out = InceptionQuality(tok, str(tmp_path / "ref.npz"), batch_size=16)(codes, None)
+    assert out["fid_inception"] == pytest.approx(0.0, abs=1e-6) and 1.0 <= out["is_inception"] <= 4.0

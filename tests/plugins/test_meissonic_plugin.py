@@ -1,0 +1,109 @@
+"""The bundled Fashion-MNIST default: captions, presets, and train-teacher -> run -> eval on a toy size."""
+import gzip
+import struct
+import types
+
+import numpy as np
+import pytest
+import torch
+
+import dimo_meissonic.plugin as meissonic_plugin
+from dimo_core.config import load_config
+from dimo_core.context import Context
+from dimo_core.errors import ConfigError
+from dimo_core.registry import Registry, get_registry, plugin_manager
+from dimo_meissonic.prompts import CLASS_PHRASES, EVAL_TEMPLATES, TRAIN_TEMPLATES
+
+# A smaller transformer than the preset's (the bundled text encoder fixes hidden = 64)
+TOY = ["teacher.num_layers=1", "teacher.num_single_layers=1"]
+
+
+def registry():
+    installed = get_registry()
+    if "meissonic" in {p.name for p in installed.plugins()}:
+        return installed
+    shim = types.ModuleType("meissonic")
+    shim.__dict__.update({k: v for k, v in vars(meissonic_plugin).items() if k.startswith("register_")})
+    pm = plugin_manager()
+    pm.register(shim, name="meissonic")
+    return Registry(pm)
+
+
+def context(*overrides):
+    reg = registry()
+    return Context(load_config(["plugins=meissonic", *overrides], reg), reg)
+
+
+def write_idx(path, array):
+    header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+@pytest.fixture(scope="module")
+def small_fashion_mnist(tmp_path_factory):
+    """The first 200 training and 100 test images of Fashion-MNIST, in its own idx format."""
+    from dimo_maskgit.fashion_mnist import FILES, load_split
+    root = tmp_path_factory.mktemp("fmnist")
+    for split, n in (("train", 200), ("test", 100)):
+        images, labels = load_split(split)
+        write_idx(root / FILES[split][0], (images[:n, 0] * 255).round().numpy())
+        write_idx(root / FILES[split][1], labels[:n].numpy())
+    return root
+
+
+def test_captions_name_the_class_and_hold_out_eval_templates():
+    conditions = context().conditions
+    g = torch.Generator().manual_seed(0)
+    train = conditions.sample(64, g)
+    texts = conditions.text(train["prompt_id"])
+    assert all(CLASS_PHRASES[int(label)] in text for label, text in zip(train["label"], texts))
+    train_prompts = {t.format(p) for t in TRAIN_TEMPLATES for p in CLASS_PHRASES}
+    assert set(texts) <= train_prompts
+    evaluation = conditions.sample(20, g, split="eval")
+    assert evaluation["label"].tolist() == list(range(10)) * 2          # every class, in order
+    assert not set(conditions.text(evaluation["prompt_id"])) & train_prompts
+    assert {t for t in conditions.text(evaluation["prompt_id"])} <= {t.format(p) for t in EVAL_TEMPLATES
+                                                                      for p in CLASS_PHRASES}
+    assert train["context"].shape == (64, 16, 64) and train["pooled"].shape == (64, 64)
+    null = conditions.null(train)
+    assert torch.equal(null["pooled"], conditions.negative["pooled"].expand(64, -1)) and (null["label"] == -1).all()
+
+
+def test_the_1024_preset_takes_the_architecture_from_the_folder_and_needs_its_path(tmp_path):
+    reg = registry()
+    unset = Context(load_config(["plugins=meissonic", "preset=meissonic_1024", "device=cpu"], reg), reg)
+    with pytest.raises(Exception, match="set teacher.path="):
+        unset.teacher
+    config = load_config(["plugins=meissonic", "preset=meissonic_1024", f"teacher.path={tmp_path}",
+                          f"conditions.train_file={tmp_path / 'p.txt'}"], registry())
+    assert config.tokenizer.path == str(tmp_path) and config.conditions.path == str(tmp_path)
+    assert config.teacher.num_layers is None and config.teacher.timestep == "zero"
+    d = config.distill
+    assert (d.batch_size, d.grad_accum, d.lr_generator, d.lr_aux, d.sigma, d.guidance) == (16, 8, 1e-6, 1e-6, 0.3, 4.0)
+    assert d.init.r_init == 0.5 and d.schedule_clamp == (0.02, 0.98) and d.frozen == ["embed.*", "mlm_layer.*"]
+
+
+def test_train_teacher_then_distil_then_evaluate(small_fashion_mnist, tmp_path):
+    """The whole CPU path at a toy size, on 200 real images, with a random evaluation CNN."""
+    from dimo_core.report import evaluate
+    from dimo_core.runs import distill, train_teacher
+    from dimo_maskgit.classifier import FashionCNN, features_and_probs, save_classifier
+    from dimo_maskgit.fashion_mnist import load_split
+    torch.manual_seed(0)
+    net = FashionCNN()
+    save_classifier(tmp_path / "cnn.safetensors", net, features_and_probs(net, load_split("test", str(small_fashion_mnist))[0])[0],
+                    {"test_accuracy": 0.0})
+    (tmp_path / "eval.yaml").write_text(
+        f"eval:\n  metrics: [{{name: prompt_alignment, classifier: {tmp_path / 'cnn.safetensors'}, "
+        f"root: {small_fashion_mnist}}}]\n")
+    common = [*TOY, f"out_dir={tmp_path / 'run'}", f"dataset.root={small_fashion_mnist}"]
+    teacher_file = train_teacher(context(*common, "train_teacher.steps=2", "train_teacher.batch_size=4"), progress=False)
+    ctx = context(*common, f"teacher.path={teacher_file}", "distill.steps=1", "distill.batch_size=4",
+                  "eval.samples=8", "eval.batch_size=8", "eval.teacher_steps=[1,2]", f"config={tmp_path / 'eval.yaml'}")
+    distill(ctx, progress=False)
+    report = evaluate(ctx, progress=False)
+    rows = {(r["sampler"], r["steps"]): r["metrics"] for r in report["rows"]}
+    assert set(rows) == {("teacher", 1), ("teacher", 2), ("student", 1)}
+    assert all(0.0 <= m["prompt_alignment"] <= 1.0 and np.isfinite(m["fd_fmnist_cnn"]) for m in rows.values())
+    assert (tmp_path / "run" / "samples.png").is_file() and "prompt_alignment" in (tmp_path / "run" / "report.md").read_text()
