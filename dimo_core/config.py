@@ -113,6 +113,28 @@ class EvalConfig(Strict):
     seed: int = 1234
 
 
+class DistributedConfig(Strict):
+    strategy: Literal["auto", "none", "ddp", "fsdp"] = "auto"  # auto: ddp under torchrun with >1 process, else none
+    backend: Literal["auto", "nccl", "gloo"] = "auto"  # auto: nccl on GPU, gloo on CPU
+    timeout_minutes: float = 30.0        # a collective waiting longer fails instead of hanging (> checkpoint time)
+    shard_teacher: bool = True           # fsdp: shard the frozen teacher too (memory); it never gets gradients
+
+    @field_validator("timeout_minutes")
+    @classmethod
+    def _positive_timeout(cls, v):
+        if v <= 0:
+            raise ValueError("must be > 0")
+        return v
+
+
+class PerformanceConfig(Strict):
+    activation_checkpointing: bool = False  # recompute blocks in backward (generator, aux): less memory, ~1.3x compute
+    compile: bool = False                # torch.compile the three models (first steps slower)
+    compile_backend: str = "inductor"    # torch.compile backend (inductor | aot_eager | eager)
+    attention: Literal["sdpa", "xformers"] = "sdpa"  # dimo_core.attention backend; xformers only on CUDA where installed
+    memory_check: bool = True            # print a memory estimate; refuse to start if it exceeds free memory
+
+
 class RunConfig(Strict):
     plugins: list[str] = []              # plugins whose presets apply (plugins=NAME)
     preset: list[str] = []               # further presets, applied after the plugins'
@@ -129,6 +151,8 @@ class RunConfig(Strict):
     train_teacher: TrainTeacherConfig = TrainTeacherConfig()
     sample: SampleConfig = SampleConfig()
     eval: EvalConfig = EvalConfig()
+    distributed: DistributedConfig = DistributedConfig()
+    performance: PerformanceConfig = PerformanceConfig()
 
     @field_validator("plugins", "preset", mode="before")
     @classmethod
@@ -155,17 +179,37 @@ def _valid_keys(model: type[BaseModel], loc: tuple) -> list[str]:
     return list(model.model_fields)
 
 
-def _raise_validation(e: ValidationError) -> None:
+def _raise_validation(e: ValidationError, file_layer=None, file_name: str | None = None) -> None:
     problems = []
     for err in e.errors():
         loc = tuple(err["loc"])
         key = ".".join(map(str, loc))
+        # name the YAML file when the offending value is the file's (not a key=value override's)
+        in_file = file_name and OmegaConf.select(file_layer, key, default=None, throw_on_missing=False)
+        where = f" in {file_name}" if in_file is not None and in_file == err.get("input", in_file) else ""
         if err["type"] == "extra_forbidden":
             valid = _valid_keys(RunConfig, loc)
-            problems.append(f"unknown config key {key!r}" + (f"; valid keys here: {', '.join(valid)}" if valid else ""))
+            problems.append(f"unknown config key {key!r}{where}" + (f"; valid keys here: {', '.join(valid)}" if valid else ""))
         else:
-            problems.append(f"{key}: {err['msg']} (got {err.get('input')!r})")
+            problems.append(f"{key}{where}: {err['msg']} (got {err.get('input')!r})")
     raise ConfigError("invalid configuration: " + "; ".join(problems)) from None
+
+
+def _file_layer(path: str):
+    """A ``config=FILE.yaml`` layer: a YAML mapping, with errors that name the file."""
+    import yaml
+    try:
+        layer = OmegaConf.load(path)
+    except yaml.YAMLError as e:
+        where = getattr(e, "problem_mark", None)
+        line = f" at line {where.line + 1}" if where else ""
+        raise ConfigError(f"config file {path} is not valid YAML{line}: {getattr(e, 'problem', None) or e}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path} is a directory; give a YAML file") from None
+    if not OmegaConf.is_dict(layer):
+        raise ConfigError(f"config file {path} must hold a mapping of keys (distill: {{steps: 100}}), not a "
+                          f"{type(OmegaConf.to_container(layer)).__name__}")
+    return layer
 
 
 def _split_overrides(overrides: list[str]) -> tuple[dict[str, str], list[str]]:
@@ -197,7 +241,7 @@ def load_config(overrides: list[str] = (), registry=None) -> RunConfig:
     special, rest = _split_overrides(list(overrides))
     try:
         layers = [OmegaConf.create(RunConfig().model_dump(mode="json"))]
-        file_layer = OmegaConf.load(special["config"]) if "config" in special else OmegaConf.create({})
+        file_layer = _file_layer(special["config"]) if "config" in special else OmegaConf.create({})
         plugins = _as_list(special.get("plugins", file_layer.get("plugins")))
         presets = _as_list(special.get("preset", file_layer.get("preset")))
         installed = {p.name for p in registry.plugins()}
@@ -221,7 +265,7 @@ def load_config(overrides: list[str] = (), registry=None) -> RunConfig:
     try:
         config = RunConfig.model_validate(data)
     except ValidationError as e:
-        _raise_validation(e)
+        _raise_validation(e, file_layer, special.get("config"))
     check_components(config, registry)
     return config
 

@@ -14,8 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .conditions import index_conditions
 from .config import DistillConfig
-from .errors import ConfigError, NonFiniteLossError
+from .distributed import Parallel, as_local_scalar, unwrap
+from .errors import CheckpointError, ConfigError, NonFiniteLossError
 from .masking import sample_masked
 from .sampling import guided_logits, sample_categorical, suppress_mask_column
 
@@ -57,46 +59,56 @@ def freeze(model: nn.Module, patterns: list[str]) -> None:
                 p.requires_grad_(False)
 
 
+def trainable_copy(teacher: nn.Module, cfg: DistillConfig) -> nn.Module:
+    """A copy of the teacher to train: the generator or the aux model, distill.frozen kept frozen."""
+    model = copy.deepcopy(teacher).requires_grad_(True).train(cfg.train_mode)
+    freeze(model, cfg.frozen)
+    return model
+
+
 class EMA:
     """Exponential moving average of the generator, rate ramped as min(rate, (1+s)/(10+s))."""
 
     def __init__(self, model: nn.Module, rate: float):
         self.rate = rate
-        self.shadow = {n: p.detach().clone().float() for n, p in model.named_parameters() if p.requires_grad}
+        self.shadow = {n: p.detach().clone().float() for n, p in unwrap(model).named_parameters() if p.requires_grad}
 
     @torch.no_grad()
     def update(self, model: nn.Module, step: int) -> None:
         decay = min(self.rate, (1 + step) / (10 + step))
-        params = dict(model.named_parameters())
+        params = dict(unwrap(model).named_parameters())
         names = list(self.shadow)
         torch._foreach_lerp_([self.shadow[n] for n in names], [params[n].detach().float() for n in names], 1 - decay)
 
     def state_dict_of(self, model: nn.Module) -> dict[str, Tensor]:
-        state = model.state_dict()
+        state = unwrap(model).state_dict()
         return {k: self.shadow[k].to(v.dtype) if k in self.shadow else v for k, v in state.items()}
 
 
 class DiMOEngine:
     def __init__(self, teacher: nn.Module, conditions, divergence, init_strategy, cfg: DistillConfig, *,
-                 seed: int = 0, dtype: str = "float32"):
+                 seed: int = 0, dtype: str = "float32", parallel: Parallel | None = None):
         self.cfg, self.conditions, self.divergence, self.init_strategy = cfg, conditions, divergence, init_strategy
+        self.parallel = parallel = parallel or Parallel()   # one process unless torchrun started several
         self.mask_id, self.vocab_size, self.seq_len = teacher.mask_id, teacher.vocab_size, teacher.seq_len
         self.device = next(teacher.parameters()).device
-        self.teacher = teacher.eval().requires_grad_(False)
-        self.generator = copy.deepcopy(teacher).requires_grad_(True).train(cfg.train_mode)   # theta <- phi
-        self.aux = copy.deepcopy(teacher).requires_grad_(True).train(cfg.train_mode)         # psi <- phi
-        freeze(self.generator, cfg.frozen)
-        freeze(self.aux, cfg.frozen)
+        teacher = teacher.eval().requires_grad_(False)
+        # each copy wrapped (DDP, FSDP) as soon as it exists: FSDP never holds three full copies at once
+        self.generator = parallel.wrap(trainable_copy(teacher, cfg))   # theta <- phi
+        self.aux = parallel.wrap(trainable_copy(teacher, cfg))         # psi <- phi
+        self.teacher = parallel.wrap(teacher, trainable=False)        # no gradients ever; FSDP may shard it
         adam = dict(betas=tuple(cfg.betas), weight_decay=cfg.weight_decay, foreach=True)  # foreach: fewer kernel calls on CPU too
         self.opt_generator = torch.optim.Adam(self._trainable(self.generator), lr=cfg.lr_generator, **adam)
         self.opt_aux = torch.optim.Adam(self._trainable(self.aux), lr=cfg.lr_aux, **adam)
         self.ema = EMA(self.generator, cfg.ema) if cfg.ema > 0 else None
-        self.rng = torch.Generator(self.device).manual_seed(seed)   # all of the engine's own draws
-        torch.manual_seed(seed)                                       # dropout, embedding noise
+        self.seed = seed
+        self.rng = torch.Generator(self.device).manual_seed(seed)   # the engine's own draws: the same on every rank
+        torch.manual_seed(seed + parallel.rank)                       # dropout, embedding noise: per rank
         self.autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if dtype == "bfloat16"
                          else nullcontext())
         self.step = 0
         self.skipped = 0
+        self.last_skip = ""   # why the last batch was skipped (distill.nonfinite=skip)
 
     # ---- Algorithm 1 -------------------------------------------------------------------------
     def train_step(self) -> dict[str, float]:
@@ -104,11 +116,11 @@ class DiMOEngine:
         micro = cfg.batch_size // cfg.grad_accum
         self._set_learning_rates()
         logs, drawn = {"div": 0.0, "gen_loss": 0.0, "aux_loss": 0.0}, []
-        for _ in range(cfg.grad_accum):                                 # generator update (lines 1-6)
+        for _ in self.parallel.micro_batches(cfg.grad_accum, self.generator):  # generator update (lines 1-6)
             x_init, cond = self.draw_inputs(micro)                               # 1. x_init, c
             gen_logits = self.logits(self.generator, x_init, cond, cfg.sigma)    # 2. z_theta(x_init, c)
-            x_theta = sample_categorical(gen_logits.detach(), self.rng, cfg.temperature)  #    x_theta ~ p_theta
-            x_t, masked = sample_masked(x_theta, cfg.schedule, self.mask_id, self.rng, cfg.schedule_clamp)  # 3.
+            x_theta = self.draw_tokens(gen_logits.detach())                      #    x_theta ~ p_theta
+            x_t, masked = self.mask(x_theta)                                     # 3. x~_t
             with torch.no_grad():                                                # 4. teacher (guided), aux
                 teacher_logits = self.teacher_logits(x_t, cond)
                 aux_logits = self.logits(self.aux, x_t, cond)
@@ -123,21 +135,43 @@ class DiMOEngine:
         if self.ema is not None:
             self.ema.update(self.generator, self.step)
         for k in range(cfg.aux_updates):                                 # 7. aux update (eq. 3)
-            for j in range(cfg.grad_accum):
+            for j in self.parallel.micro_batches(cfg.grad_accum, self.aux):
                 x_theta, cond = drawn[j] if (cfg.aux_samples == "reuse" and k == 0) else self.generator_samples(micro)
-                x_t, masked = sample_masked(x_theta, cfg.schedule, self.mask_id, self.rng, cfg.schedule_clamp)
+                x_t, masked = self.mask(x_theta)
                 aux_loss = masked_cross_entropy(self.logits(self.aux, x_t, cond), x_theta, masked,
                                                 self.mask_id, cfg.label_smoothing)
-                self._backward(aux_loss / cfg.grad_accum, "aux")
+                self._backward(aux_loss / cfg.grad_accum, "aux", mean_over=masked)
                 logs["aux_loss"] += aux_loss.item() / (cfg.grad_accum * cfg.aux_updates)
             self._update(self.opt_aux, self.aux, cfg.aux_grad_clip, "aux")
         self.step += 1
         return logs
 
     # ---- the pieces ----------------------------------------------------------------------------
+    # Every draw is made for the global micro-batch of n rows and cut to this process's rows, so a
+    # run on N processes trains on exactly the batches of a one-process run (see distributed.py).
     def draw_inputs(self, n: int):
+        """x_init and conditions for a global micro-batch of ``n`` rows; this process's rows of them."""
         x_init = self.init_strategy(n, self.seq_len, self.vocab_size, self.mask_id, self.rng, self.device)
-        return x_init, self.conditions.sample(n, self.rng) if self.conditions is not None else None
+        cond = self.conditions.sample(n, self.rng) if self.conditions is not None else None
+        rows = self.parallel.rows(n // self.parallel.world)
+        return x_init[rows], index_conditions(cond, rows)
+
+    def draw_tokens(self, logits: Tensor) -> Tensor:
+        """x ~ Categorical(softmax(logits / T)) row by row, each row from its own seed (drawn for the
+        global batch), so the draws do not depend on how rows are split over processes."""
+        n = logits.shape[0]
+        seeds = torch.randint(0, 2 ** 62, (n * self.parallel.world,), generator=self.rng, device=self.rng.device)
+        seeds = seeds[self.parallel.rows(n)].tolist()
+        return torch.cat([sample_categorical(row[None], torch.Generator(self.device).manual_seed(seed),
+                                             self.cfg.temperature) for row, seed in zip(logits, seeds)])
+
+    def mask(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Mask exactly round(r(t) L) positions per row, t ~ U(0,1) (step 3)."""
+        n = x.shape[0] * self.parallel.world
+        shape_only = x.new_zeros(n, x.shape[1])  # sample_masked's draws depend on the shape only
+        _, masked = sample_masked(shape_only, self.cfg.schedule, self.mask_id, self.rng, self.cfg.schedule_clamp)
+        masked = masked[self.parallel.rows(x.shape[0])]
+        return x.masked_fill(masked, self.mask_id), masked
 
     def logits(self, model: nn.Module, x: Tensor, cond, sigma: float = 0.0) -> Tensor:
         with self.autocast:
@@ -153,8 +187,7 @@ class DiMOEngine:
     def generator_samples(self, n: int):
         """A fresh x_init and condition, and the generator's sample for them (the release's aux data)."""
         x_init, cond = self.draw_inputs(n)
-        return sample_categorical(self.logits(self.generator, x_init, cond, self.cfg.sigma), self.rng,
-                                  self.cfg.temperature), cond
+        return self.draw_tokens(self.logits(self.generator, x_init, cond, self.cfg.sigma)), cond
 
     def _set_learning_rates(self) -> None:
         warm = min(1.0, (self.step + 1) / self.cfg.warmup_steps) if self.cfg.warmup_steps else 1.0
@@ -162,14 +195,19 @@ class DiMOEngine:
             for group in opt.param_groups:
                 group["lr"] = lr * warm
 
-    def _backward(self, loss: Tensor, which: str) -> None:
-        if not torch.isfinite(loss):
-            self._nonfinite(f"{which} loss is {loss.item()}")
+    def _backward(self, loss: Tensor, which: str, mean_over: Tensor | None = None) -> None:
+        """``mean_over``: the positions ``loss`` averages; across processes the loss is reweighted so
+        that the ranks' average gradient is that of the mean over all their positions."""
+        if not self.parallel.all_true(torch.isfinite(loss)):  # every rank skips, or none: no rank waits forever
+            self._nonfinite(f"{which} loss is {loss.item()}" if not torch.isfinite(loss)
+                            else f"{which} loss is non-finite on another process")
+        if mean_over is not None and self.parallel.world > 1:
+            loss = loss * self.parallel.share(mean_over.sum())
         loss.backward()
 
     def _update(self, opt, model: nn.Module, clip: float | None, which: str) -> float:
         params = self._trainable(model)
-        norm = torch.nn.utils.clip_grad_norm_(params, clip if clip else math.inf)
+        norm = as_local_scalar(torch.nn.utils.clip_grad_norm_(params, clip if clip else math.inf))
         if not torch.isfinite(norm):
             self._nonfinite(f"{which} gradient norm is {float(norm)}")
         opt.step()
@@ -191,20 +229,23 @@ class DiMOEngine:
         """``train_step``, or None when a non-finite batch was skipped (distill.nonfinite=skip)."""
         try:
             return self.train_step()
-        except _SkipBatch:
+        except _SkipBatch as e:
+            self.last_skip = str(e)
             self.opt_generator.zero_grad(set_to_none=True)
             self.opt_aux.zero_grad(set_to_none=True)
             self.step += 1
             return None
 
     # ---- state -------------------------------------------------------------------------------
+    # Under FSDP these gather shards (every process must call them); the full dict is on rank 0 only.
     def student_state_dict(self) -> dict[str, Tensor]:
         """The weights to sample with: the generator's EMA when enabled."""
-        return self.ema.state_dict_of(self.generator) if self.ema else self.generator.state_dict()
+        state = self.ema.state_dict_of(self.generator) if self.ema else unwrap(self.generator).state_dict()
+        return self.parallel.full_state(state)
 
     def state(self) -> tuple[dict[str, Tensor], dict]:
-        tensors = {f"generator.{k}": v for k, v in self.generator.state_dict().items()}
-        tensors.update({f"aux.{k}": v for k, v in self.aux.state_dict().items()})
+        tensors = {f"generator.{k}": v for k, v in unwrap(self.generator).state_dict().items()}
+        tensors.update({f"aux.{k}": v for k, v in unwrap(self.aux).state_dict().items()})
         if self.ema:
             tensors.update({f"ema.{k}": v for k, v in self.ema.shadow.items()})
         meta = {"step": self.step, "skipped": self.skipped}
@@ -212,24 +253,49 @@ class DiMOEngine:
             opt_tensors, meta[name] = _optimizer_state(opt, name)
             tensors.update(opt_tensors)
         tensors["rng.engine"] = self.rng.get_state()
-        tensors["rng.torch"] = torch.get_rng_state()
-        if self.device.type == "cuda":
-            tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
-        return tensors, meta
+        # torch's global stream differs per rank (dropout, noise): keep each rank's
+        for rank, (cpu, cuda) in enumerate(self.parallel.gather(self._global_rng_states())):
+            suffix = f".rank{rank}" if rank else ""
+            tensors["rng.torch" + suffix] = cpu
+            if cuda is not None:
+                tensors["rng.cuda" + suffix] = cuda
+        return self.parallel.full_state(tensors), meta
 
-    def load_state(self, tensors: dict[str, Tensor], meta: dict) -> None:
+    def _global_rng_states(self):
+        return torch.get_rng_state(), (torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None)
+
+    def load_state(self, tensors: dict[str, Tensor], meta: dict, source: str = "checkpoint") -> None:
+        """Restore a checkpoint written by ``state`` on any number of processes; errors name ``source``."""
         def sub(prefix):
             return {k[len(prefix) + 1:]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
-        self.generator.load_state_dict(sub("generator"))
-        self.aux.load_state_dict(sub("aux"))
+        missing = [k for k in ("step", "skipped", "opt_generator", "opt_aux") if k not in meta]
+        missing += [k for k in ("rng.engine", "rng.torch") if k not in tensors]
+        if missing:
+            raise CheckpointError(f"{source} is not a complete dimo run checkpoint (missing {', '.join(missing)})")
+        self.parallel.load_module(self.generator, sub("generator"), f"{source} (generator)")
+        self.parallel.load_module(self.aux, sub("aux"), f"{source} (aux)")
         if self.ema:
-            self.ema.shadow = {k: v.to(self.device) for k, v in sub("ema").items()}
+            params = dict(unwrap(self.generator).named_parameters())
+            shadow = sub("ema")
+            if set(shadow) != set(self.ema.shadow):
+                raise CheckpointError(f"{source}: its EMA weights do not match the generator's trainable parameters "
+                                      f"(was distill.frozen or distill.ema changed?)")
+            self.ema.shadow = {k: self.parallel.shard_like(params[k], v.to(self.device).float()) for k, v in shadow.items()}
         for name, opt in (("opt_generator", self.opt_generator), ("opt_aux", self.opt_aux)):
-            _load_optimizer_state(opt, sub(name), meta[name])
+            try:
+                _load_optimizer_state(opt, sub(name), meta[name], self.parallel.shard_like)
+            except (ValueError, KeyError, IndexError, RuntimeError) as e:
+                raise CheckpointError(f"{source}: the {name[4:]} optimizer state does not fit this model ({e}); "
+                                      f"was distill.frozen changed?") from None
         self.rng.set_state(tensors["rng.engine"])
-        torch.set_rng_state(tensors["rng.torch"])
-        if "rng.cuda" in tensors and self.device.type == "cuda":
-            torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
+        rank = self.parallel.rank
+        suffix = f".rank{rank}" if rank else ""
+        if "rng.torch" + suffix in tensors:
+            torch.set_rng_state(tensors["rng.torch" + suffix])
+            if "rng.cuda" + suffix in tensors and self.device.type == "cuda":
+                torch.cuda.set_rng_state(tensors["rng.cuda" + suffix], self.device)
+        else:  # resumed on more processes than wrote the checkpoint: a fresh stream for the new ranks
+            torch.manual_seed(self.seed + rank + 1_000_003 * meta["step"])
         self.step, self.skipped = meta["step"], meta["skipped"]
 
 
@@ -244,9 +310,12 @@ def _optimizer_state(opt: torch.optim.Optimizer, prefix: str) -> tuple[dict[str,
     return tensors, sd["param_groups"]
 
 
-def _load_optimizer_state(opt: torch.optim.Optimizer, tensors: dict[str, Tensor], groups: list) -> None:
+def _load_optimizer_state(opt: torch.optim.Optimizer, tensors: dict[str, Tensor], groups: list,
+                          shard_like=None) -> None:
+    """``shard_like(param, full)`` cuts full state tensors the way their parameter is sharded (FSDP)."""
+    params = [p for group in opt.param_groups for p in group["params"]]
     state: dict[int, dict] = {}
     for key, v in tensors.items():
         idx, name = key.split(".", 1)
-        state.setdefault(int(idx), {})[name] = v
+        state.setdefault(int(idx), {})[name] = shard_like(params[int(idx)], v) if shard_like else v
     opt.load_state_dict({"state": state, "param_groups": groups})

@@ -12,12 +12,15 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from .attention import set_attention_backend
 from .checkpoint import load_json, load_state_dict_strict, load_tensors, save_json, save_tensors
 from .conditions import conditions_len, index_conditions, where_conditions
 from .config import to_yaml
 from .context import Context
+from .distributed import Parallel
 from .engine import DiMOEngine, masked_cross_entropy
 from .errors import CheckpointError, ConfigError, NonFiniteLossError
+from .memory import ModelShape, estimate_memory, format_bytes, free_memory, peak_memory, reset_peak
 from .masking import mask_ratio, mask_tokens
 from .sampling import student_sample, suppress_mask_column
 
@@ -35,23 +38,42 @@ class Checkpoints:
     def save(self, step: int, tensors: dict, meta: dict) -> Path:
         final = self.root / f"step_{step:08d}"
         tmp = self.root / f".step_{step:08d}.tmp-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        save_tensors(tmp / "state.safetensors", tensors)
-        save_json(tmp / "state.json", meta)
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
-        save_json(self.root / "latest.json", {"step": step, "dir": final.name})
+        try:
+            shutil.rmtree(tmp, ignore_errors=True)
+            save_tensors(tmp / "state.safetensors", tensors)
+            save_json(tmp / "state.json", meta)
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(tmp, final)
+            save_json(self.root / "latest.json", {"step": step, "dir": final.name})
+        except (OSError, CheckpointError) as e:
+            shutil.rmtree(tmp, ignore_errors=True)  # no partial folder left behind (disk full, read-only)
+            problem = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+            raise CheckpointError(f"could not write the checkpoint of step {step} in {self.root}: {problem}; "
+                                  f"{self._intact()}") from None
         for old in sorted(p for p in self.root.glob("step_*") if p != final)[:-self.keep + 1 or None]:
             shutil.rmtree(old, ignore_errors=True)
         return final
+
+    def _intact(self) -> str:
+        pointer = self.root / "latest.json"
+        if not pointer.exists():
+            return "no earlier checkpoint exists"
+        return f"the previous checkpoint ({self.root / load_json(pointer)['dir']}) is intact"
 
     def latest(self) -> tuple[dict, dict, Path] | None:
         pointer = self.root / "latest.json"
         if not pointer.exists():
             return None
-        folder = self.root / load_json(pointer)["dir"]
+        named = load_json(pointer)
+        if not isinstance(named, dict) or not isinstance(named.get("dir"), str):
+            raise CheckpointError(f"{pointer} does not name a checkpoint folder (expected {{\"step\": N, \"dir\": "
+                                  f"\"step_...\"}}); delete it to start over")
+        folder = self.root / named["dir"]
         tensors, _ = load_tensors(folder / "state.safetensors")
-        return tensors, load_json(folder / "state.json"), folder
+        meta = load_json(folder / "state.json")
+        if not isinstance(meta, dict):
+            raise CheckpointError(f"{folder / 'state.json'} is not a checkpoint's state (a JSON object)")
+        return tensors, meta, folder
 
 
 class JsonLog:
@@ -84,49 +106,121 @@ def teacher_spec(ctx: Context) -> dict:
 
 
 # ---- distillation ---------------------------------------------------------------------------------
-def build_engine(ctx: Context) -> DiMOEngine:
+def build_engine(ctx: Context, parallel: Parallel | None = None) -> DiMOEngine:
     cfg = ctx.config
     conditions = ctx.conditions if cfg.conditions.name else None
     divergence = ctx.build("divergences", cfg.distill.divergence, "distill.divergence")
     init = ctx.build("init_strategies", cfg.distill.init, "distill.init")
-    return DiMOEngine(ctx.teacher, conditions, divergence, init, cfg.distill, seed=cfg.seed, dtype=cfg.dtype)
+    return DiMOEngine(ctx.teacher, conditions, divergence, init, cfg.distill, seed=cfg.seed, dtype=cfg.dtype,
+                      parallel=parallel)
 
 
 def distill(ctx: Context, progress: bool = True) -> Path:
-    """``dimo run``: distil the teacher into a one-step student; resumes from out_dir's checkpoints."""
+    """``dimo run``: distil the teacher into a one-step student; resumes from out_dir's checkpoints.
+
+    Under torchrun every process runs this; rank 0 alone writes files (see distributed.py)."""
+    parallel = Parallel.start(ctx.config)
+    try:
+        return _distill(ctx, parallel, progress and parallel.is_main)
+    finally:
+        parallel.stop()
+
+
+def _distill(ctx: Context, parallel: Parallel, progress: bool) -> Path:
     cfg = ctx.config.distill
-    out = _prepare_out_dir(ctx, "run")
-    engine = build_engine(ctx)
+    ctx.device = parallel.device  # under torchrun: this process's GPU
+    set_attention_backend(ctx.config.performance.attention)
+    out = parallel.on_main(lambda: _prepare_out_dir(ctx, "run"), "prepare out_dir") or ctx.out_dir
+    torch.manual_seed(ctx.seed)  # the same teacher on every rank, even one initialised at random
+    estimate = check_memory(ctx, parallel)
+    engine = build_engine(ctx, parallel)
     checkpoints = Checkpoints(out / "checkpoints", cfg.keep_checkpoints)
     last = checkpoints.latest() if ctx.config.resume else None
     if last:
-        engine.load_state(last[0], last[1])
-    log = JsonLog(out / "train_log.jsonl", engine.step)
+        engine.load_state(last[0], last[1], str(last[2]))
+    log = JsonLog(out / "train_log.jsonl", engine.step) if parallel.is_main else None
     bar = tqdm(total=cfg.steps, initial=engine.step, desc="distil", disable=not progress, dynamic_ncols=True)
     last_dir = last[2] if last else None
+    reset_peak(parallel.device)
     try:
         while engine.step < cfg.steps:
             logs = engine.safe_step()
             bar.update(1)
-            if logs and (engine.step % cfg.log_every == 0 or engine.step == cfg.steps):
-                log.write({"step": engine.step, "skipped": engine.skipped, **logs})
+            if logs is None:  # a non-finite batch skipped on every rank: counted in the log
+                log and log.write({"step": engine.step, "skipped": engine.skipped, "nonfinite": engine.last_skip})
+            elif engine.step % cfg.log_every == 0 or engine.step == cfg.steps:
+                logs = parallel.mean(logs)
+                log and log.write({"step": engine.step, "skipped": engine.skipped, **logs})
                 bar.set_postfix(div=f"{logs['div']:.4f}", aux=f"{logs['aux_loss']:.3f}")
             if engine.step % cfg.ckpt_every == 0 or engine.step == cfg.steps:
-                tensors, meta = engine.state()
-                last_dir = checkpoints.save(engine.step, tensors, meta)
-                save_student(out / STUDENT_FILE, engine, ctx)
+                last_dir = save_checkpoint(engine, checkpoints, out, ctx) or last_dir
     except NonFiniteLossError as e:
+        log and log.write({"step": engine.step, "skipped": engine.skipped, "stopped": str(e)})
         where = f"the last good checkpoint is {last_dir}" if last_dir else "no checkpoint was written yet"
         raise NonFiniteLossError(f"{e}; {where}") from None
     finally:
         bar.close()
+    report_peak_memory(estimate, parallel, out)
     return out / STUDENT_FILE
 
 
-def save_student(path: Path, engine: DiMOEngine, ctx: Context) -> None:
-    save_tensors(path, engine.student_state_dict(),
+def save_checkpoint(engine: DiMOEngine, checkpoints: "Checkpoints", out: Path, ctx: Context) -> Path | None:
+    """Every rank gathers (FSDP shards); rank 0 writes the step folder and the student."""
+    tensors, meta = engine.state()
+    student = engine.student_state_dict()
+
+    def write():
+        folder = checkpoints.save(engine.step, tensors, meta)
+        save_student(out / STUDENT_FILE, student, engine, ctx)
+        return folder
+    return engine.parallel.on_main(write, "write the checkpoint")
+
+
+def save_student(path: Path, weights: dict, engine: DiMOEngine, ctx: Context) -> None:
+    save_tensors(path, weights,
                  {"teacher": teacher_spec(ctx), "step": engine.step, "ema": bool(engine.ema),
                   "init": ctx.config.distill.init.spec(), "sigma": ctx.config.distill.sigma})
+
+
+def check_memory(ctx: Context, parallel: Parallel):
+    """Print the memory estimate per process; refuse to start when it exceeds what is free."""
+    perf, cfg = ctx.config.performance, ctx.config.distill
+    if not perf.memory_check:
+        return None
+    teacher = ctx.teacher
+    estimate = estimate_memory(ModelShape.of(teacher, cfg.frozen),
+                               batch_per_rank=cfg.batch_size // (cfg.grad_accum * parallel.world),
+                               dtype=ctx.config.dtype, strategy=parallel.strategy, world=parallel.world,
+                               activation_checkpointing=perf.activation_checkpointing, ema=cfg.ema > 0,
+                               cuda=parallel.device.type == "cuda")
+    loaded = sum(p.numel() * p.element_size() for p in teacher.parameters())  # already counted by free memory
+    free = free_memory(parallel.device, int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
+    if parallel.is_main:
+        print(estimate.table() + f"\n  free on {parallel.device}: {format_bytes(free)}", flush=True)
+    if not parallel.all_true(estimate.total - loaded <= free):
+        raise ConfigError(f"this run needs about {format_bytes(estimate.total)} per process but "
+                          f"{parallel.device} has {format_bytes(free)} free ({estimate.setting}); try "
+                          f"performance.activation_checkpointing=true, dtype=bfloat16, a larger distill.grad_accum, "
+                          f"distributed.strategy=fsdp on more processes, or LoRA where the plugin offers it "
+                          f"(performance.memory_check=false skips this check)")
+    return estimate
+
+
+def report_peak_memory(estimate, parallel: Parallel, out: Path) -> None:
+    peak = parallel.max(peak_memory(parallel.device))
+    if not parallel.is_main:
+        return
+    kind = "max_memory_allocated" if parallel.device.type == "cuda" else "peak resident set (incl. Python, torch)"
+    record = {"peak_bytes": peak, "peak_kind": kind, "device": str(parallel.device), "processes": parallel.world,
+              "strategy": parallel.strategy}
+    if estimate is not None:
+        record.update(estimate_bytes=estimate.total, estimate=estimate.parts, setting=estimate.setting)
+    print(f"peak memory per process: {format_bytes(peak)} ({kind})"
+          + (f"; estimated {format_bytes(estimate.total)}" if estimate else ""), flush=True)
+    try:
+        save_json(out / "memory.json", record)
+    except CheckpointError:
+        pass  # a report, not state: the run itself succeeded
 
 
 def load_student(ctx: Context, path: str | Path | None = None) -> torch.nn.Module:
@@ -144,6 +238,7 @@ def load_student(ctx: Context, path: str | Path | None = None) -> torch.nn.Modul
 def train_teacher(ctx: Context, progress: bool = True) -> Path:
     """``dimo train-teacher``: the MDM loss (eq. 3) on the plugin's dataset."""
     cfg = ctx.config.train_teacher
+    _one_process("train-teacher")
     out = _prepare_out_dir(ctx, "train_teacher")
     # a fresh teacher, or the one to fine-tune: the preset's `teacher.path` is what we are replacing
     ctx.config.teacher = ctx.config.teacher.model_copy(update={"path": cfg.init_from})
@@ -201,6 +296,12 @@ def train_teacher(ctx: Context, progress: bool = True) -> Path:
     return path
 
 
+def _one_process(command: str) -> None:
+    if int(os.environ.get("WORLD_SIZE", 1)) > 1:
+        raise ConfigError(f"`dimo {command}` runs in one process; launch it without torchrun "
+                          f"(only `dimo run` is distributed)")
+
+
 def mask_for_training(tokens, cfg, mask_id: int, rng: torch.Generator):
     """Eq. 3's forward process: ratio r(t), t ~ U(0,1); per-token Bernoulli (MaskGit) or exact count."""
     t = torch.rand(tokens.shape[0], generator=rng, device=rng.device)
@@ -251,6 +352,7 @@ def eval_conditions(ctx: Context, n: int, seed: int):
 def sample(ctx: Context) -> dict[str, torch.Tensor]:
     """``dimo sample``: draw from the teacher at N steps or from the student; save tokens and pictures."""
     cfg = ctx.config.sample
+    _one_process("sample")
     out = _prepare_out_dir(ctx, "sample")
     cond = eval_conditions(ctx, cfg.n, cfg.seed)
     generator = torch.Generator(ctx.device).manual_seed(cfg.seed)
