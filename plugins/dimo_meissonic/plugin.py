@@ -87,10 +87,11 @@ def register_datasets(register):
 
 @dimo_core.hookimpl
 def register_metrics(register):
-    def prompt_alignment(ctx, classifier: str | None = None, batch_size: int = 500):
-        """The maskgit Fashion-MNIST image metrics plus the CNN's accuracy at the class each prompt names."""
+    def prompt_alignment(ctx, classifier: str | None = None, root: str | None = None, batch_size: int = 500):
+        """The maskgit Fashion-MNIST image metrics plus the CNN's accuracy at the class each prompt names
+        (``classifier``: the evaluation CNN file, default maskgit's; ``root``: Fashion-MNIST folder)."""
         from .quality import PromptAlignment
-        return PromptAlignment(ctx.tokenizer, classifier, batch_size)
+        return PromptAlignment(ctx.tokenizer, classifier, root, batch_size)
     register("prompt_alignment", prompt_alignment)
 
 

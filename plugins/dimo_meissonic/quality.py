@@ -14,9 +14,9 @@ from torch import Tensor
 
 
 class PromptAlignment:
-    def __init__(self, tokenizer, classifier: str | None = None, batch_size: int = 500):
+    def __init__(self, tokenizer, classifier: str | None = None, root: str | None = None, batch_size: int = 500):
         from dimo_maskgit.metrics import ImageQuality
-        self.quality = ImageQuality(tokenizer, classifier, batch_size=batch_size)
+        self.quality = ImageQuality(tokenizer, classifier, root=root, batch_size=batch_size)
 
     def __call__(self, tokens: Tensor, cond: dict[str, Tensor]) -> dict[str, float]:
         labels = cond["label"].cpu()
