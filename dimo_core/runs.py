@@ -47,7 +47,8 @@ class Checkpoints:
             save_json(self.root / "latest.json", {"step": step, "dir": final.name})
         except (OSError, CheckpointError) as e:
             shutil.rmtree(tmp, ignore_errors=True)  # no partial folder left behind (disk full, read-only)
-            problem = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+            cause = e.__cause__ if isinstance(e, CheckpointError) and e.__cause__ else e
+            problem = getattr(cause, "strerror", None) or str(cause)
             raise CheckpointError(f"could not write the checkpoint of step {step} in {self.root}: {problem}; "
                                   f"{self._intact()}") from None
         for old in sorted(p for p in self.root.glob("step_*") if p != final)[:-self.keep + 1 or None]:
