@@ -57,7 +57,11 @@ class ModelShape:
         """Read the shape off a teacher: parameter counts exactly, the rest by inspection."""
         from .distributed import find_blocks
         params = list(model.named_parameters())
-        train = [p for n, p in params if not any(fnmatch.fnmatch(n, pat) for pat in frozen)]
+        before = [p.requires_grad for _, p in params]
+        model.requires_grad_(True)  # what the engine asks of a generator copy (a LoRA teacher: its adapters only)
+        train = [p for n, p in params if p.requires_grad and not any(fnmatch.fnmatch(n, pat) for pat in frozen)]
+        for (_, p), flag in zip(params, before):
+            p.requires_grad_(flag)
         total = sum(p.numel() for _, p in params)
         blocks = find_blocks(model) or [model]
         embeddings = [m for m in model.modules() if isinstance(m, nn.Embedding)]
@@ -65,8 +69,9 @@ class ModelShape:
         linears = [m for m in blocks[0].modules() if isinstance(m, nn.Linear)]
         hidden = hidden or (linears[0].in_features if linears else 1)
         mlp = max([m.out_features for m in linears if m.in_features == hidden] or [4 * hidden])
+        tokens = getattr(model, "tokens_per_sample", None) or getattr(model, "seq_len", 1)  # text: prompt + response
         return cls(total, sum(p.numel() for p in train), len(blocks), hidden, mlp, int(getattr(model, "vocab_size", 1)),
-                   int(getattr(model, "seq_len", 1)),
+                   int(tokens),
                    sum(p.numel() * p.element_size() for _, p in params) / max(total, 1),
                    sum(p.numel() * p.element_size() for p in train) / max(sum(p.numel() for p in train), 1))
 
