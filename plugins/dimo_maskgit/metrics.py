@@ -107,7 +107,7 @@ class ImageQuality:
 class InceptionQuality:
     """FID and IS with torch-fidelity's Inception-v3 (TF-compatible weights), for real teachers."""
 
-    def __init__(self, tokenizer, reference: str | None, batch_size: int = 100):
+    def __init__(self, tokenizer, reference: str | None, batch_size: int = 100, device="cpu"):
         try:
             from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
         except ImportError:
@@ -119,7 +119,7 @@ class InceptionQuality:
                               f"reference 'mu' and 'sigma' (got {reference!r})")
         ref = np.load(reference, allow_pickle=False)
         self.ref_mean, self.ref_cov = torch.from_numpy(ref["mu"]), torch.from_numpy(ref["sigma"])
-        self.net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048", "logits_unbiased"])
+        self.net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048", "logits_unbiased"]).to(device)
         self.tokenizer, self.batch_size = tokenizer, batch_size
 
     @torch.no_grad()

@@ -67,7 +67,7 @@ def register_metrics(register):
         """features: fmnist_cnn (committed CNN; root = Fashion-MNIST folder of the real test split)
         or inception (torch-fidelity; inception_reference = .npz with mu, sigma)."""
         if features == "inception":
-            return InceptionQuality(ctx.tokenizer, inception_reference, min(batch_size, 100))
+            return InceptionQuality(ctx.tokenizer, inception_reference, min(batch_size, 100), _device(ctx))
         return ImageQuality(ctx.tokenizer, classifier, k, real_samples, root, batch_size)
     register("image_quality", image_quality)
 

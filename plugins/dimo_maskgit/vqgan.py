@@ -234,11 +234,15 @@ class VQGANTokenizer:
         self.model.to(device)
         return self
 
+    @property
+    def device(self) -> torch.device:
+        return self.model.quant_conv.weight.device
+
     @torch.no_grad()
     def encode(self, images: Tensor) -> Tensor:
         if images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"expected RGB images (B, 3, H, W) in [0, 1], got {tuple(images.shape)}")
-        z = self.model.quant_conv(self.model.encoder(images * 2 - 1))
+        z = self.model.quant_conv(self.model.encoder(images.to(self.device).float() * 2 - 1))
         return self.model.quantize.codes(z)
 
     @torch.no_grad()
@@ -248,7 +252,7 @@ class VQGANTokenizer:
             raise ValueError(f"expected {h * w} codes per image ({h} x {w}), got {tokens.shape[-1]}")
         if tokens.min() < 0 or tokens.max() >= self.vocab_size:
             raise ValueError(f"codes must lie in [0, {self.vocab_size}) (a mask id left in the sample?)")
-        z = self.model.quantize.lookup(tokens.reshape(tokens.shape[0], -1), h, w)
+        z = self.model.quantize.lookup(tokens.reshape(tokens.shape[0], -1).to(self.device), h, w)
         images = self.model.decoder(self.model.post_quant_conv(z))
         return ((images.clamp(-1, 1) + 1) / 2)
 
