@@ -3,6 +3,7 @@
     python -m dimo_llada.build_assets tokenizer   # BPE on the train split -> assets/{teacher,reference}
     python -m dimo_llada.build_assets teacher     # `dimo train-teacher plugins=llada`, exported as an HF folder
     python -m dimo_llada.build_assets reference   # causal scorer on the reference split -> assets/reference
+    python -m dimo_llada.build_assets check       # real held-out responses vs the teacher at 1..32 steps
 
 The teacher is trained by the core's train-teacher loop with the preset's ``train_teacher``
 section; this script only exports its safetensors into a Hugging Face folder (float16 weights,
@@ -132,6 +133,32 @@ def reference_nll(model, text, split: str, batches: int = 10, batch_size: int = 
     return sum(losses) / len(losses)
 
 
+def check_teacher(samples: int, steps: list[int], seed: int) -> None:
+    """Held-out real responses against the bundled teacher at N steps, on the same eval prompts."""
+    from dimo_core.config import load_config
+    from dimo_core.context import Context
+    from dimo_core.runs import draw_teacher
+
+    from .testing import llada_registry
+    registry = llada_registry()
+    ctx = Context(load_config(["plugins=llada"], registry), registry)
+    metric = ctx.build("metrics", ctx.config.eval.metrics[0], "eval.metrics[0]")
+    sampler = ctx.build("samplers", ctx.config.eval.sampler, "eval.sampler")
+    real, cond = ctx.dataset.sample(samples, torch.Generator().manual_seed(seed), split="eval")
+    rows = [("real eval responses", real, 0.0)]
+    for n in steps:
+        start = time.time()
+        tokens = draw_teacher(ctx, sampler, cond, samples, n, 1.0, torch.Generator().manual_seed(seed))
+        rows.append((f"teacher {n} steps", tokens, (time.time() - start) / samples))
+    print("| rows | gen_ppl | entropy | distinct_1 | distinct_2 | s/sample |\n|---|---|---|---|---|---|")
+    for label, tokens, seconds in rows:
+        m = metric(tokens, cond)
+        print(f"| {label} | {m['gen_ppl']:.1f} | {m['entropy']:.3f} | {m['distinct_1']:.3f} | "
+              f"{m['distinct_2']:.3f} | {seconds:.4f} |")
+    for label, tokens, _ in rows[:1] + rows[-1:]:
+        print(f"{label}: {ctx.tokenizer.decode(cond['input_ids'][0])!r} -> {ctx.tokenizer.decode(tokens[0])!r}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m dimo_llada.build_assets", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -150,12 +177,18 @@ def main(argv: list[str] | None = None) -> None:
     ref.add_argument("--seed", type=int, default=0)
     ref.add_argument("--hidden-size", type=int, default=128)
     ref.add_argument("--layers", type=int, default=4)
+    check = sub.add_parser("check", help="table: real eval responses vs the teacher at N steps")
+    check.add_argument("--samples", type=int, default=500)
+    check.add_argument("--steps", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32])
+    check.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.asset == "tokenizer":
         build_tokenizer(args.vocab_size, args.sources)
     elif args.asset == "teacher":
         build_teacher(args.out_dir, args.overrides)
+    elif args.asset == "check":
+        check_teacher(args.samples, args.steps, args.seed)
     else:
         build_reference(args.steps, args.batch_size, args.lr, args.seed,
                         dict(hidden_size=args.hidden_size, num_hidden_layers=args.layers, num_attention_heads=4,

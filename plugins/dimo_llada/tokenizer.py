@@ -45,6 +45,8 @@ def resolve_mask_id(config: dict, tokenizer=None, override: int | None = None, w
 
 def load_hf_tokenizer(path: str | Path, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
+
+    from . import modeling  # noqa: F401  lets AutoTokenizer read the bundled folders' config.json
     if not Path(path).is_dir():
         raise CheckpointError(f"tokenizer folder {path} not found; give a local Hugging Face folder "
                               f"(tokenizer.json / tokenizer_config.json)")
