@@ -238,17 +238,33 @@ def as_local_scalar(t: Tensor) -> Tensor:
 BLOCK_LIST_NAMES = ("blocks", "layers", "h", "transformer_blocks", "single_transformer_blocks")
 
 
-def find_blocks(model: nn.Module) -> list[nn.Module] | None:
-    """The model's list of transformer blocks: a ModuleList attribute with a usual name, else the
-    ModuleList holding the most parameters; None when there is none."""
+def find_layers(model: nn.Module) -> list[nn.Module] | None:
+    """The model's layer list: ModuleList attributes with a usual name (several for two-stream models),
+    else the ModuleList holding the most parameters; None when there is none."""
     lists = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.ModuleList) and len(m)]
     if not lists:
         return None
     named = [m for name, m in lists if name.rsplit(".", 1)[-1] in BLOCK_LIST_NAMES]
     if named:
-        return [b for m in named for b in m]
-    biggest = max(lists, key=lambda nm: sum(p.numel() for p in nm[1].parameters()))[1]
-    return list(biggest)
+        return [layer for m in named for layer in m]
+    return list(max(lists, key=lambda nm: sum(p.numel() for p in nm[1].parameters()))[1])
+
+
+def find_blocks(model: nn.Module) -> list[nn.Module] | None:
+    """The modules a forward pass calls one after another: the layers, or the parts of a layer that
+    is a plain container (MaskGit's layers are ModuleList([attention, MLP]), which has no forward)."""
+    layers = find_layers(model)
+    if layers is None:
+        return None
+    blocks = []
+    for layer in layers:
+        if isinstance(layer, nn.ModuleDict):
+            blocks += list(layer.values())
+        elif isinstance(layer, nn.ModuleList):
+            blocks += list(layer)
+        else:
+            blocks.append(layer)
+    return blocks
 
 
 def enable_activation_checkpointing(model: nn.Module) -> None:

@@ -55,7 +55,7 @@ class ModelShape:
     @classmethod
     def of(cls, model: nn.Module, frozen: list[str] = ()) -> "ModelShape":
         """Read the shape off a teacher: parameter counts exactly, the rest by inspection."""
-        from .distributed import find_blocks
+        from .distributed import find_layers
         params = list(model.named_parameters())
         before = [p.requires_grad for _, p in params]
         model.requires_grad_(True)  # what the engine asks of a generator copy (a LoRA teacher: its adapters only)
@@ -63,7 +63,7 @@ class ModelShape:
         for (_, p), flag in zip(params, before):
             p.requires_grad_(flag)
         total = sum(p.numel() for _, p in params)
-        blocks = find_blocks(model) or [model]
+        blocks = find_layers(model) or [model]
         embeddings = [m for m in model.modules() if isinstance(m, nn.Embedding)]
         hidden = max(embeddings, key=lambda e: e.num_embeddings).embedding_dim if embeddings else 0
         linears = [m for m in blocks[0].modules() if isinstance(m, nn.Linear)]

@@ -130,6 +130,7 @@ def distill(ctx: Context, progress: bool = True) -> Path:
 def _distill(ctx: Context, parallel: Parallel, progress: bool) -> Path:
     cfg = ctx.config.distill
     ctx.device = parallel.device  # under torchrun: this process's GPU
+    memory_at_start = peak_memory(parallel.device)  # CPU: the resident set of Python and torch before the models
     set_attention_backend(ctx.config.performance.attention)
     out = parallel.on_main(lambda: _prepare_out_dir(ctx, "run"), "prepare out_dir") or ctx.out_dir
     torch.manual_seed(ctx.seed)  # the same teacher on every rank, even one initialised at random
@@ -161,7 +162,7 @@ def _distill(ctx: Context, parallel: Parallel, progress: bool) -> Path:
         raise NonFiniteLossError(f"{e}; {where}") from None
     finally:
         bar.close()
-    report_peak_memory(estimate, parallel, out)
+    report_peak_memory(estimate, parallel, out, memory_at_start)
     return out / STUDENT_FILE
 
 
@@ -207,16 +208,20 @@ def check_memory(ctx: Context, parallel: Parallel):
     return estimate
 
 
-def report_peak_memory(estimate, parallel: Parallel, out: Path) -> None:
+def report_peak_memory(estimate, parallel: Parallel, out: Path, at_start: int) -> None:
     peak = parallel.max(peak_memory(parallel.device))
+    if parallel.device.type == "cuda":
+        kind, comparable = "torch.cuda.max_memory_allocated", peak
+    else:  # the resident set includes Python and torch: its growth is what compares with the estimate
+        kind, comparable = "peak resident set", peak - at_start
     if not parallel.is_main:
         return
-    kind = "max_memory_allocated" if parallel.device.type == "cuda" else "peak resident set (incl. Python, torch)"
-    record = {"peak_bytes": peak, "peak_kind": kind, "device": str(parallel.device), "processes": parallel.world,
-              "strategy": parallel.strategy}
+    record = {"peak_bytes": peak, "peak_kind": kind, "peak_above_start_bytes": comparable,
+              "device": str(parallel.device), "processes": parallel.world, "strategy": parallel.strategy}
     if estimate is not None:
         record.update(estimate_bytes=estimate.total, estimate=estimate.parts, setting=estimate.setting)
-    print(f"peak memory per process: {format_bytes(peak)} ({kind})"
+    growth = f", {format_bytes(comparable)} above the start" if comparable != peak else ""
+    print(f"peak memory per process: {format_bytes(peak)} ({kind}{growth})"
           + (f"; estimated {format_bytes(estimate.total)}" if estimate else ""), flush=True)
     try:
         save_json(out / "memory.json", record)

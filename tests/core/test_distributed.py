@@ -14,6 +14,7 @@ import time
 
 import pytest
 import torch
+import yaml
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from safetensors.torch import load_file
@@ -59,6 +60,7 @@ def _two_rank_worker(rank, world, port, reference_path, out_path):
     for strategy in ("ddp", "fsdp"):
         engine = run_steps(make_engine(Parallel(strategy, rank, world)), STEPS)
         results[strategy] = engine.state()  # (full tensors on rank 0, meta)
+        results[f"{strategy}_student"] = engine.student_state_dict()  # the EMA weights, gathered
     # a one-process checkpoint resumed on two FSDP ranks (sharded on load), one more step
     reference = torch.load(reference_path)
     engine = make_engine(Parallel("fsdp", rank, world))
@@ -93,7 +95,10 @@ def two_ranks(tmp_path_factory):
 def test_two_processes_train_what_one_process_trains(two_ranks, strategy):
     one, rank0, _ = two_ranks
     expected, got = one.state()[0], rank0[strategy][0]
-    assert_same_training(trainable_names(one), one.cfg.lr_generator, STEPS, expected, got)
+    assert_same_training(trainable_names(one), learning_rates(one.cfg), STEPS, expected, got)
+    student = rank0[f"{strategy}_student"]
+    assert student.keys() == one.student_state_dict().keys()
+    assert all(torch.equal(student[k], got[f"ema.{k}"]) for k in student if f"ema.{k}" in got)
     assert not torch.equal(expected["generator.head.weight"], make_engine().state()[0]["generator.head.weight"])
 
 
@@ -101,16 +106,21 @@ def assert_same_training(names, lr, steps, expected, got):
     """Adam's moments (running averages of the rank-averaged gradients) agree to 1e-5 of each tensor's
     scale: a wrong gradient scale or batch would show here. Weights (and the EMA) agree to 1e-5 where
     gradients are real; within 2 lr per step where a gradient is zero in exact arithmetic (attention's
-    key bias: softmax ignores it), because Adam turns its rounding noise into steps of size lr."""
+    key bias: softmax ignores it), because Adam turns its rounding noise into steps of size lr
+    (``lr``: {"generator": .., "aux": ..})."""
     assert {k for k in expected if not k.startswith("rng.")} == {k for k in got if not k.startswith("rng.")}
     for model in ("generator", "aux"):
         for i, name in enumerate(names):
             m_expected, m_got = expected[f"opt_{model}.{i}.exp_avg"], got[f"opt_{model}.{i}.exp_avg"]
             assert torch.allclose(m_expected, m_got, rtol=0, atol=1e-5 * float(m_expected.abs().max()) + 1e-12), name
             real = m_expected.abs() > 1e-6  # element by element: qkv.bias holds real (q, v) and zero (k) gradients
-            atol = torch.where(real, ATOL, 2 * lr * steps)
+            atol = torch.where(real, ATOL, 2 * lr[model] * steps)
             for key in [f"{model}.{name}"] + ([f"ema.{name}"] if model == "generator" and "ema." + name in expected else []):
                 assert ((expected[key] - got[key]).abs() <= atol).all(), (key, (expected[key] - got[key]).abs().max())
+
+
+def learning_rates(cfg):
+    return {"generator": cfg.lr_generator, "aux": cfg.lr_aux}
 
 
 def trainable_names(engine):
@@ -123,7 +133,7 @@ def test_a_two_rank_fsdp_checkpoint_resumes_in_one_process_and_back(two_ranks):
     resumed_here.load_state(*rank0["fsdp"], "two-rank checkpoint")
     straight = run_steps(make_engine(), STEPS + 1)
     for got in (run_steps(resumed_here, 1).state()[0], rank0["fsdp_resumed"][0]):
-        assert_same_training(trainable_names(straight), straight.cfg.lr_generator, STEPS + 1, straight.state()[0], got)
+        assert_same_training(trainable_names(straight), learning_rates(straight.cfg), STEPS + 1, straight.state()[0], got)
 
 
 def test_a_non_finite_loss_on_one_rank_is_skipped_on_both(two_ranks):
@@ -189,7 +199,9 @@ def test_torchrun_rank_killed_then_same_command_resumes(tmp_path):
     one_process_run(tmp_path / "one", steps)
     final = f"checkpoints/step_{steps:08d}/state.safetensors"
     names = [n for n, _ in ToyMDM(dim=16, depth=1, heads=2).named_parameters()]
-    assert_same_training(names, 1e-4, steps, load_file(str(tmp_path / "one" / final)), load_file(str(out / final)))
+    cfg = yaml.safe_load((out / "run.config.yaml").read_text())["distill"]
+    lrs = {"generator": cfg["lr_generator"], "aux": cfg["lr_aux"]}
+    assert_same_training(names, lrs, steps, load_file(str(tmp_path / "one" / final)), load_file(str(out / final)))
     # the two-process checkpoint resumes in one process too (a different number of ranks)
     one_process_run(out, steps + 2)
     assert json.loads(latest.read_text())["step"] == steps + 2

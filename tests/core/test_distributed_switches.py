@@ -74,6 +74,23 @@ def test_find_blocks():
     assert find_blocks(model) == list(model.blocks)
     assert find_blocks(torch.nn.Linear(2, 2)) is None
 
+    class Encoder(torch.nn.Module):  # MaskGit's layout: each layer a ModuleList([attention, MLP])
+        def __init__(self):
+            super().__init__()
+            self.layers = torch.nn.ModuleList(torch.nn.ModuleList([torch.nn.Linear(4, 4), torch.nn.Linear(4, 4)])
+                                              for _ in range(3))
+
+        def forward(self, x):
+            for attention, mlp in self.layers:
+                x = x + attention(x)
+                x = x + mlp(x)
+            return x
+    encoder = Encoder()
+    assert len(find_blocks(encoder)) == 6 and ModelShape.of(encoder).layers == 3
+    plain = encoder(torch.ones(2, 4))
+    enable_activation_checkpointing(encoder)
+    assert torch.allclose(encoder(torch.ones(2, 4)), plain)
+
 
 def test_bf16_autocast_keeps_fp32_master_weights():
     engine, logs = two_steps(dtype="bfloat16")
