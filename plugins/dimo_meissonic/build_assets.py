@@ -41,7 +41,7 @@ def build_transformer(folder: Path, teacher_file: Path) -> None:
     """The trained teacher's weights with its architecture (from the file's metadata) as a release folder."""
     state, meta = load_tensors(teacher_file)
     spec = {k: v for k, v in meta["teacher"].items() if k not in ("name", "path", "grid_size", "timestep",
-                                                                   "reference_steps", "gradient_checkpointing")}
+                                                                   "reference_steps")}
     teacher = build_teacher(teacher_file, **spec)
     save_transformer_folder(teacher, folder / "transformer", train_teacher=meta.get("train_teacher"),
                             steps=meta.get("steps"), source=str(teacher_file))

@@ -22,8 +22,7 @@ def _prompt_encoder(ctx, path: str | None, max_length: int):
 @dimo_core.hookimpl
 def register_teachers(register):
     def meissonic(ctx, path: str | None = None, grid_size: int = 64, timestep: TimestepConvention = "mask_ratio",
-                  reference_steps: int = 48, gradient_checkpointing: bool = False,
-                  num_layers: int | None = None, num_single_layers: int | None = None,
+                  reference_steps: int = 48, num_layers: int | None = None, num_single_layers: int | None = None,
                   attention_head_dim: int | None = None, num_attention_heads: int | None = None,
                   joint_attention_dim: int | None = None, pooled_projection_dim: int | None = None,
                   axes_dims_rope: list[int] | None = None, vocab_size: int | None = None,
@@ -32,7 +31,7 @@ def register_teachers(register):
         None (fresh). Architecture options left unset come from the folder's config.json (or, fresh, the
         release's 1B sizes); set ones must agree with it."""
         return build_teacher(path, grid_size=grid_size, timestep=timestep, reference_steps=reference_steps,
-                             gradient_checkpointing=gradient_checkpointing, num_layers=num_layers,
+                             num_layers=num_layers,
                              num_single_layers=num_single_layers, attention_head_dim=attention_head_dim,
                              num_attention_heads=num_attention_heads, joint_attention_dim=joint_attention_dim,
                              pooled_projection_dim=pooled_projection_dim, axes_dims_rope=axes_dims_rope,

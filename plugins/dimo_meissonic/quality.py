@@ -10,12 +10,13 @@ from __future__ import annotations
 import textwrap
 
 import torch
+from dimo_maskgit.metrics import ImageQuality
+from dimo_maskgit.writer import ImageGrid
 from torch import Tensor
 
 
 class PromptAlignment:
     def __init__(self, tokenizer, classifier: str | None = None, root: str | None = None, batch_size: int = 500):
-        from dimo_maskgit.metrics import ImageQuality
         self.quality = ImageQuality(tokenizer, classifier, root=root, batch_size=batch_size)
 
     def __call__(self, tokens: Tensor, cond: dict[str, Tensor]) -> dict[str, float]:
@@ -32,16 +33,17 @@ class PromptAlignment:
         return out
 
 
-class PromptGrid:
-    """Writer protocol: rows = samplers, one column per prompt (titled with its text)."""
+class PromptGrid(ImageGrid):
+    """Writer protocol: rows = samplers, one column per prompt, titled with the prompt's text."""
 
     def __init__(self, tokenizer, prompt_text, filename: str = "samples.png", max_columns: int = 10,
                  wrap: int = 16):
-        from dimo_maskgit.writer import ImageGrid
-        self.prompt_text, self.wrap = prompt_text, wrap
-        self.grid = ImageGrid(tokenizer, filename=filename, max_columns=max_columns, cell_inches=1.1)
+        super().__init__(tokenizer, None, filename, max_columns, cell_inches=1.1)
+        self.prompt_text, self.wrap, self.titles = prompt_text, wrap, []
+
+    def column_title(self, column: int) -> str:
+        return self.titles[column]
 
     def __call__(self, rows: dict[str, Tensor], cond: dict[str, Tensor], out_dir: str) -> list[str]:
-        titles = [textwrap.fill(t, self.wrap) for t in self.prompt_text(cond["prompt_id"].cpu())]
-        self.grid.column_title = lambda i: titles[i]  # the grid titles column c with column_title(cond[c])
-        return self.grid(rows, torch.arange(len(titles)), out_dir)
+        self.titles = [textwrap.fill(t, self.wrap) for t in self.prompt_text(cond["prompt_id"].cpu())]
+        return super().__call__(rows, torch.arange(len(self.titles)), out_dir)  # columns titled by index

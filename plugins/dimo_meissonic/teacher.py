@@ -16,7 +16,6 @@ Timestep conventions (option ``timestep``; the transformer multiplies what it ge
 """
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Literal
@@ -49,10 +48,9 @@ class MeissonicTeacher(MeissonicTransformer):
     (8255 for the release; outside the logit columns), ``seq_len`` = grid_size^2 row-major codes."""
 
     def __init__(self, grid_size: int = 64, timestep: TimestepConvention = "mask_ratio", reference_steps: int = 48,
-                 gradient_checkpointing: bool = False, **architecture):
+                 **architecture):
         super().__init__(**architecture)
         self.grid_size, self.timestep, self.reference_steps = grid_size, timestep, reference_steps
-        self.gradient_checkpointing = gradient_checkpointing
         self.vocab_size = self.codebook_size
         self.mask_id = self.config["vocab_size"] - 1
         self.seq_len = grid_size * grid_size
@@ -120,8 +118,7 @@ def read_weights(folder: Path) -> dict[str, Tensor]:
 
 
 def build_teacher(path: str | Path | None = None, *, grid_size: int = 64, timestep: TimestepConvention = "mask_ratio",
-                  reference_steps: int = 48, gradient_checkpointing: bool = False,
-                  **architecture) -> MeissonicTeacher:
+                  reference_steps: int = 48, **architecture) -> MeissonicTeacher:
     """A teacher from a release-layout folder (``transformer/config.json`` + safetensors), a transformer
     folder, a ``.safetensors`` file (``dimo train-teacher`` output; architecture from the options), or
     fresh (path None). Architecture options set to None are taken from the folder's config.json; set
@@ -149,8 +146,7 @@ def build_teacher(path: str | Path | None = None, *, grid_size: int = 64, timest
         else:
             raise CheckpointError(f"teacher path {path} is neither a folder with {CONFIG_FILE} (or transformer/"
                                   f"{CONFIG_FILE}) nor a .safetensors file")
-    teacher = MeissonicTeacher(grid_size=grid_size, timestep=timestep, reference_steps=reference_steps,
-                               gradient_checkpointing=gradient_checkpointing, **given)
+    teacher = MeissonicTeacher(grid_size=grid_size, timestep=timestep, reference_steps=reference_steps, **given)
     if state is not None:
         load_state_dict_strict(teacher, state, source)
     return teacher
@@ -162,8 +158,3 @@ def save_transformer_folder(teacher: MeissonicTransformer, folder: str | Path, *
     save_json(folder / CONFIG_FILE, {"_class_name": "Transformer2DModel", **teacher.config})
     save_tensors(folder / WEIGHTS_FILE, teacher.state_dict(), metadata)
     return folder
-
-
-def parameter_summary(teacher: MeissonicTransformer) -> str:
-    n = sum(p.numel() for p in teacher.parameters())
-    return f"{n / 1e6:.2f} M parameters, config {json.dumps(teacher.config)}"

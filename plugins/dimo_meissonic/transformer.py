@@ -24,8 +24,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
-
+from dimo_core.attention import attention
 from dimo_core.init import perturb_embeddings
 
 NORM_EPS = 1e-6            # every RMSNorm / LayerNorm of the release
@@ -176,7 +175,7 @@ class Attention(nn.Module):
             q = torch.cat([self.norm_added_q(self._heads(self.add_q_proj(context))), q], dim=2)
             k = torch.cat([self.norm_added_k(self._heads(self.add_k_proj(context))), k], dim=2)
             v = torch.cat([self._heads(self.add_v_proj(context)), v], dim=2)
-        out = F.scaled_dot_product_attention(apply_rotary(q, rotary), apply_rotary(k, rotary), v)
+        out = attention(apply_rotary(q, rotary), apply_rotary(k, rotary), v)  # SDPA, or xformers if configured
         out = out.transpose(1, 2).reshape(x.shape[0], -1, self.heads * self.head_dim)
         if not self.joint:
             return out if self.pre_only else self.to_out[0](out)
@@ -318,7 +317,6 @@ class MeissonicTransformer(nn.Module):
                            downsample=downsample, upsample=upsample)
         self.inner_dim, self.axes_dims_rope = dim, tuple(axes_dims_rope)
         self.codebook_size, self.downsample = codebook_size, downsample
-        self.gradient_checkpointing = False
 
         self.time_text_embed = TimeTextEmbedding(dim, pooled_projection_dim)
         self.context_embedder = nn.Linear(joint_attention_dim, dim)
@@ -361,11 +359,6 @@ class MeissonicTransformer(nn.Module):
         ids = torch.cat([torch.zeros(n_text, 3, dtype=image_ids.dtype, device=device), image_ids])
         return rotary_tables(ids, self.axes_dims_rope)
 
-    def _run(self, block: nn.Module, *args):
-        if self.training and self.gradient_checkpointing:
-            return checkpoint(block, *args, use_reentrant=False)
-        return block(*args)
-
     def forward(self, tokens: Tensor, context: Tensor, pooled: Tensor, micro_conds: Tensor, timestep: Tensor,
                 embedding_noise: float = 0.0) -> Tensor:
         """tokens (B, H, W); context (B, T, joint_attention_dim); pooled (B, pooled_projection_dim);
@@ -381,10 +374,10 @@ class MeissonicTransformer(nn.Module):
         image = self.project_to_hidden(self.project_to_hidden_norm(image.permute(0, 2, 3, 1).reshape(b, -1, channels)))
         rotary = self.rotary(text.shape[1], height, width, tokens.device)
         for block in self.transformer_blocks:
-            text, image = self._run(block, image, text, emb, rotary)
+            text, image = block(image, text, emb, rotary)
         joint = torch.cat([text, image], dim=1)
         for block in self.single_transformer_blocks:
-            joint = self._run(block, joint, emb, rotary)
+            joint = block(joint, emb, rotary)
         image = self.project_from_hidden(self.project_from_hidden_norm(joint[:, text.shape[1]:]))
         image = self.up_block(image.reshape(b, height, width, channels).permute(0, 3, 1, 2))
         return self.mlm_layer(image)

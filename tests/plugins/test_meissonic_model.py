@@ -140,14 +140,17 @@ def test_embedding_noise_touches_image_tokens_only():
     assert not torch.allclose(image[0], image[1]) and torch.equal(text[0], text[1])
 
 
-def test_gradient_checkpointing_gives_the_same_gradients():
-    teacher = tiny_teacher().train()
+def test_core_activation_checkpointing_finds_both_block_lists_and_keeps_gradients():
+    from dimo_core.distributed import enable_activation_checkpointing, find_blocks
+    teacher = tiny_teacher(num_layers=2, num_single_layers=3).train()
+    assert len(find_blocks(teacher)) == 5
     cond = TinyPromptConditions().sample(2, torch.Generator().manual_seed(0))
     x = torch.randint(0, 32, (2, 16))
     grads = []
-    for flag in (False, True):
+    for checkpointed in (False, True):
         model = copy.deepcopy(teacher)
-        model.gradient_checkpointing = flag
+        if checkpointed:
+            enable_activation_checkpointing(model)
         model(x, cond).square().mean().backward()
         grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
     assert torch.allclose(grads[0], grads[1], atol=1e-6)

@@ -79,6 +79,7 @@ def test_the_1024_preset_takes_the_architecture_from_the_folder_and_needs_its_pa
                           f"conditions.train_file={tmp_path / 'p.txt'}"], registry())
     assert config.tokenizer.path == str(tmp_path) and config.conditions.path == str(tmp_path)
     assert config.teacher.num_layers is None and config.teacher.timestep == "zero"
+    assert config.performance.activation_checkpointing and config.dtype == "bfloat16"
     d = config.distill
     assert (d.batch_size, d.grad_accum, d.lr_generator, d.lr_aux, d.sigma, d.guidance) == (16, 8, 1e-6, 1e-6, 0.3, 4.0)
     assert d.init.r_init == 0.5 and d.schedule_clamp == (0.02, 0.98) and d.frozen == ["embed.*", "mlm_layer.*"]
