@@ -1,7 +1,7 @@
 """Rebuild the committed Fashion-MNIST assets of the maskgit plugin.
 
     python -m dimo_maskgit.build_assets tokenizer    # assets/fmnist_patch_vq.safetensors (~1 min)
-    python -m dimo_maskgit.build_assets classifier   # assets/fmnist_cnn.safetensors (~5 min)
+    python -m dimo_maskgit.build_assets classifier   # assets/fmnist_cnn.safetensors (~8 min)
     python -m dimo_maskgit.build_assets teacher [key=value ...]   # assets/fmnist_teacher.safetensors
 
 Tokenizer and classifier run on one CPU thread and are deterministic for a given seed. ``teacher``

@@ -6,7 +6,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from dimo_core.checkpoint import load_state_dict_strict, load_tensors, load_torch_weights_only
+from dimo_core.checkpoint import load_state_dict_strict, load_tensors, load_torch_weights_only, save_tensors
 from dimo_core.errors import CheckpointError
 
 from .transformer import MaskTransformer
@@ -67,5 +67,4 @@ def build_teacher(path: str | Path | None = None, **architecture) -> MaskGitTeac
 
 def save_teacher(teacher: MaskGitTeacher, path: str | Path, **metadata) -> None:
     """Safetensors with the release's key names (the file ``build_teacher(path=...)`` reads)."""
-    from dimo_core.checkpoint import save_tensors
     save_tensors(path, teacher.state_dict(), metadata)
