@@ -133,7 +133,7 @@ def reference_nll(model, text, split: str, batches: int = 10, batch_size: int = 
     return sum(losses) / len(losses)
 
 
-def check_teacher(samples: int, steps: list[int], seed: int) -> None:
+def check_teacher(samples: int, steps: list[int], seed: int, overrides: list[str]) -> None:
     """Held-out real responses against the bundled teacher at N steps, on the same eval prompts."""
     from dimo_core.config import load_config
     from dimo_core.context import Context
@@ -141,7 +141,7 @@ def check_teacher(samples: int, steps: list[int], seed: int) -> None:
 
     from .testing import llada_registry
     registry = llada_registry()
-    ctx = Context(load_config(["plugins=llada"], registry), registry)
+    ctx = Context(load_config(["plugins=llada", *overrides], registry), registry)
     metric = ctx.build("metrics", ctx.config.eval.metrics[0], "eval.metrics[0]")
     sampler = ctx.build("samplers", ctx.config.eval.sampler, "eval.sampler")
     real, cond = ctx.dataset.sample(samples, torch.Generator().manual_seed(seed), split="eval")
@@ -181,6 +181,7 @@ def main(argv: list[str] | None = None) -> None:
     check.add_argument("--samples", type=int, default=500)
     check.add_argument("--steps", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32])
     check.add_argument("--seed", type=int, default=0)
+    check.add_argument("overrides", nargs="*", help="key=value, e.g. eval.sampler.remasking=random")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.asset == "tokenizer":
@@ -188,7 +189,7 @@ def main(argv: list[str] | None = None) -> None:
     elif args.asset == "teacher":
         build_teacher(args.out_dir, args.overrides)
     elif args.asset == "check":
-        check_teacher(args.samples, args.steps, args.seed)
+        check_teacher(args.samples, args.steps, args.seed, args.overrides)
     else:
         build_reference(args.steps, args.batch_size, args.lr, args.seed,
                         dict(hidden_size=args.hidden_size, num_hidden_layers=args.layers, num_attention_heads=4,
