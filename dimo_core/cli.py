@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import sys
 
 from .errors import DimoError
@@ -55,7 +55,9 @@ def _dispatch(command: str, args: list[str], progress: bool) -> int:
     ctx = Context(config, registry)
     if command == "run":
         from .runs import distill
-        print(f"student written to {distill(ctx, progress)}")
+        student = distill(ctx, progress)
+        if os.environ.get("RANK", "0") == "0":  # under torchrun, one rank speaks
+            print(f"student written to {student}")
     elif command == "train-teacher":
         from .runs import train_teacher
         print(f"teacher written to {train_teacher(ctx, progress)}")
@@ -64,6 +66,8 @@ def _dispatch(command: str, args: list[str], progress: bool) -> int:
         rows = sample(ctx)
         print(f"samples written to {ctx.out_dir}: {', '.join(f'{k} ({tuple(v.shape)})' for k, v in rows.items())}")
     elif command == "eval":
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise DimoError("dimo eval runs in one process; launch it without torchrun")
         from .report import evaluate
         report = evaluate(ctx, progress)
         print((ctx.out_dir / "report.md").read_text())

@@ -50,7 +50,7 @@ def test_config_layers_and_precedence(tmp_path):
     assert config.teacher.name == "toy_mdm"          # from the toy preset
     assert config.distill.steps == 7                  # file over preset
     assert config.distill.lr_aux == 0.25              # command line over file
-    assert config.distill.batch_size == 128           # preset over defaults
+    assert config.distill.batch_size == 64            # preset over defaults
     assert config.run_dir.name == "toy"
 
 
