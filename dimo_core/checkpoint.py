@@ -54,7 +54,13 @@ def load_json(path: str | Path) -> Any:
 
 def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, Any] | None = None) -> None:
     """Save tensors as safetensors; ``metadata`` values are stored as JSON strings."""
-    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    seen, out = set(), {}
+    for k, v in tensors.items():  # tied weights share memory, which safetensors refuses: copy repeats
+        v = v.detach().contiguous().cpu()
+        key = (v.untyped_storage().data_ptr(), v.storage_offset(), v.numel())
+        out[k] = v.clone() if v.numel() and key in seen else v
+        seen.add(key)
+    tensors = out
     meta = {k: json.dumps(v) for k, v in (metadata or {}).items()}
     _atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
 

@@ -196,3 +196,13 @@ def test_a_run_that_cannot_fit_is_refused_before_training(capsys, tmp_path, monk
     assert code == 2 and "needs about" in err and "performance.activation_checkpointing=true" in err
     assert "performance.memory_check=false" in err and not (tmp_path / "checkpoints").exists()
     assert run(capsys, tmp_path, 2, "performance.memory_check=false")[0] == 0
+
+
+def test_tied_weights_are_saved(tmp_path):
+    from dimo_core.checkpoint import load_tensors, save_tensors
+    embedding = torch.nn.Embedding(5, 3)
+    head = torch.nn.Linear(3, 5, bias=False)
+    head.weight = embedding.weight  # tied, as BERT and MaskGit tie their output to the embedding
+    save_tensors(tmp_path / "tied.safetensors", {"emb": embedding.weight, "head": head.weight})
+    tensors, _ = load_tensors(tmp_path / "tied.safetensors")
+    assert torch.equal(tensors["emb"], tensors["head"])
