@@ -70,11 +70,12 @@ class MeissonicTeacher(MeissonicTransformer):
     def forward(self, tokens: Tensor, cond: dict[str, Tensor], embedding_noise: float = 0.0) -> Tensor:
         if not isinstance(cond, dict) or any(k not in cond for k in REQUIRED_COND_KEYS):
             got = sorted(cond) if isinstance(cond, dict) else type(cond).__name__
-            raise ConfigError(f"the meissonic teacher needs prompt conditions with keys {', '.join(REQUIRED_COND_KEYS)} "
-                              f"(conditions: captions or prompt_files), got {got}")
+            raise ConfigError(f"the meissonic teacher needs prompt conditions with keys "
+                              f"{', '.join(REQUIRED_COND_KEYS)} (conditions: captions or prompt_files), got {got}")
         b = tokens.shape[0]
         if tokens.shape[1] != self.seq_len:
-            raise ValueError(f"expected {self.seq_len} tokens ({self.grid_size} x {self.grid_size}), got {tokens.shape[1]}")
+            raise ValueError(f"expected {self.seq_len} tokens ({self.grid_size} x {self.grid_size}), "
+                             f"got {tokens.shape[1]}")
         grid = tokens.reshape(b, self.grid_size, self.grid_size)
         logits = super().forward(grid, cond["context"], cond["pooled"], cond["micro_conds"], self.timesteps(tokens),
                                  embedding_noise)
@@ -90,7 +91,8 @@ def read_config(folder: Path) -> dict:
     unknown = sorted(k for k in raw if not k.startswith("_") and k not in _ARCHITECTURE_KEYS
                      and k not in IGNORED_CONFIG_KEYS)
     if unknown:
-        raise CheckpointError(f"{folder / CONFIG_FILE} has keys this implementation does not know: {', '.join(unknown)}")
+        raise CheckpointError(f"{folder / CONFIG_FILE} has keys this implementation does not know: "
+                              f"{', '.join(unknown)}")
     config = {k: raw[k] for k in _ARCHITECTURE_KEYS if k in raw}
     if "axes_dims_rope" in config:
         config["axes_dims_rope"] = tuple(config["axes_dims_rope"])
@@ -135,7 +137,8 @@ def build_teacher(path: str | Path | None = None, *, grid_size: int = 64, timest
         folder = transformer_folder(path) if path.is_dir() else None
         if folder is not None:
             config = read_config(folder)
-            clashes = [f"{k}={given[k]!r} (config.json: {config[k]!r})" for k in given if k in config and config[k] != given[k]]
+            clashes = [f"{k}={given[k]!r} (config.json: {config[k]!r})"
+                       for k in given if k in config and config[k] != given[k]]
             if clashes:
                 raise ConfigError(f"teacher options disagree with {folder / CONFIG_FILE}: {'; '.join(clashes)}; "
                                   f"drop them (the folder defines the architecture)")

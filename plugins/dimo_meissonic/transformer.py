@@ -170,7 +170,8 @@ class Attention(nn.Module):
         return x.view(x.shape[0], -1, self.heads, self.head_dim).transpose(1, 2)
 
     def forward(self, x: Tensor, rotary: tuple[Tensor, Tensor], context: Tensor | None = None):
-        q, k, v = self.norm_q(self._heads(self.to_q(x))), self.norm_k(self._heads(self.to_k(x))), self._heads(self.to_v(x))
+        q, k = self.norm_q(self._heads(self.to_q(x))), self.norm_k(self._heads(self.to_k(x)))
+        v = self._heads(self.to_v(x))
         if self.joint:  # text first, as the rotary ids
             q = torch.cat([self.norm_added_q(self._heads(self.add_q_proj(context))), q], dim=2)
             k = torch.cat([self.norm_added_k(self._heads(self.add_k_proj(context))), k], dim=2)

@@ -57,7 +57,8 @@ def test_wrong_keys_are_named(folder, tmp_path):
     state, _ = load_tensors(folder / "transformer" / "diffusion_pytorch_model.safetensors")
     state["embed.extra.weight"] = state.pop("embed.conv.weight")
     save_tensors(tmp_path / "bad.safetensors", state)
-    with pytest.raises(CheckpointError, match=r"missing keys: embed\.conv\.weight.*unexpected keys: embed\.extra\.weight"):
+    named = r"missing keys: embed\.conv\.weight.*unexpected keys: embed\.extra\.weight"
+    with pytest.raises(CheckpointError, match=named):
         build_teacher(tmp_path / "bad.safetensors", grid_size=4, **TINY_ARCHITECTURE)
 
 
@@ -97,7 +98,8 @@ def test_text_encoder_gives_penultimate_context_and_projected_pooled(folder):
     assert out["context"].shape == (3, 8, 24) and out["pooled"].shape == (3, 32)
     ids = tokenizer(["a photo of a cat"], padding="max_length", max_length=8, return_tensors="pt").input_ids
     ref = encoder(ids, output_hidden_states=True)
-    assert torch.allclose(out["context"][0], ref.hidden_states[-2][0]) and torch.allclose(out["pooled"][0], ref.text_embeds[0])
+    assert torch.allclose(out["context"][0], ref.hidden_states[-2][0])
+    assert torch.allclose(out["pooled"][0], ref.text_embeds[0])
     assert not torch.allclose(out["pooled"][0], out["pooled"][1])
 
 
@@ -110,7 +112,8 @@ def test_clip_tokenizer_from_hand_written_vocab_and_merges(tmp_path):
     tokenizer = CLIPTokenizer.from_pretrained(str(tmp_path / "tok"), local_files_only=True)
     assert tokenizer("a cat").input_ids == [0, 2, 7, 1] and tokenizer("A DOG").input_ids == [0, 2, 12, 1]
     tokenizer.save_pretrained(str(tmp_path / "saved"))
-    assert CLIPTokenizer.from_pretrained(str(tmp_path / "saved"), local_files_only=True)("a dog").input_ids == [0, 2, 12, 1]
+    reloaded = CLIPTokenizer.from_pretrained(str(tmp_path / "saved"), local_files_only=True)
+    assert reloaded("a dog").input_ids == [0, 2, 12, 1]
 
 
 def test_prompt_file_conditions_from_the_folder(folder, tmp_path):
@@ -123,7 +126,8 @@ def test_prompt_file_conditions_from_the_folder(folder, tmp_path):
     cond = conditions.sample(4, torch.Generator().manual_seed(0))
     assert cond["context"].shape == (4, 8, 24) and cond["micro_conds"][0].tolist() == [1024, 1024, 0, 0, 6]
     assert set(conditions.text(cond["prompt_id"])) <= {"a photo of a cat", "a red car"}
-    assert conditions.text(conditions.sample(2, torch.Generator(), split="eval")["prompt_id"]) == ["a dog on the grass"] * 2
+    evaluation = conditions.sample(2, torch.Generator(), split="eval")
+    assert conditions.text(evaluation["prompt_id"]) == ["a dog on the grass"] * 2
     null = conditions.null(cond)
     assert torch.allclose(null["pooled"], conditions.encoder(["blue"])["pooled"].expand(4, -1))
     assert (null["label"] == -1).all() and null["context"].shape == cond["context"].shape

@@ -14,7 +14,8 @@ DUAL_BLOCK = ["norm1.linear.weight", "norm1.linear.bias", "norm1_context.linear.
               *(f"attn.{p}.{w}" for p in ("to_q", "to_k", "to_v", "add_q_proj", "add_k_proj", "add_v_proj",
                                           "to_out.0", "to_add_out") for w in ("weight", "bias")),
               "attn.norm_q.weight", "attn.norm_k.weight", "attn.norm_added_q.weight", "attn.norm_added_k.weight",
-              *(f"{ff}.net.{i}.{w}" for ff in ("ff", "ff_context") for i in ("0.proj", "2") for w in ("weight", "bias"))]
+              *(f"{ff}.net.{i}.{w}" for ff in ("ff", "ff_context") for i in ("0.proj", "2")
+                for w in ("weight", "bias"))]
 SINGLE_BLOCK = ["norm.linear.weight", "norm.linear.bias", "proj_mlp.weight", "proj_mlp.bias", "proj_out.weight",
                 "proj_out.bias", *(f"attn.{p}.{w}" for p in ("to_q", "to_k", "to_v") for w in ("weight", "bias")),
                 "attn.norm_q.weight", "attn.norm_k.weight"]
@@ -87,7 +88,8 @@ def test_state_dict_names_and_shapes_follow_the_release():
 def test_release_defaults_are_the_1b_model():
     with torch.device("meta"):
         model = MeissonicTransformer()
-    assert model.inner_dim == 1024 and len(model.transformer_blocks) == 14 and len(model.single_transformer_blocks) == 28
+    assert model.inner_dim == 1024
+    assert len(model.transformer_blocks) == 14 and len(model.single_transformer_blocks) == 28
     assert 1.00e9 < sum(p.numel() for p in model.parameters()) < 1.01e9
 
 

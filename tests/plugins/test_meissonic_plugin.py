@@ -10,7 +10,6 @@ import torch
 import dimo_meissonic.plugin as meissonic_plugin
 from dimo_core.config import load_config
 from dimo_core.context import Context
-from dimo_core.errors import ConfigError
 from dimo_core.registry import Registry, get_registry, plugin_manager
 from dimo_meissonic.prompts import CLASS_PHRASES, EVAL_TEMPLATES, TRAIN_TEMPLATES
 
@@ -93,13 +92,14 @@ def test_train_teacher_then_distil_then_evaluate(small_fashion_mnist, tmp_path):
     from dimo_maskgit.fashion_mnist import load_split
     torch.manual_seed(0)
     net = FashionCNN()
-    save_classifier(tmp_path / "cnn.safetensors", net, features_and_probs(net, load_split("test", str(small_fashion_mnist))[0])[0],
-                    {"test_accuracy": 0.0})
+    reference = features_and_probs(net, load_split("test", str(small_fashion_mnist))[0])[0]
+    save_classifier(tmp_path / "cnn.safetensors", net, reference, {"test_accuracy": 0.0})
     (tmp_path / "eval.yaml").write_text(
         f"eval:\n  metrics: [{{name: prompt_alignment, classifier: {tmp_path / 'cnn.safetensors'}, "
         f"root: {small_fashion_mnist}}}]\n")
     common = [*TOY, f"out_dir={tmp_path / 'run'}", f"dataset.root={small_fashion_mnist}"]
-    teacher_file = train_teacher(context(*common, "train_teacher.steps=2", "train_teacher.batch_size=4"), progress=False)
+    teacher_file = train_teacher(context(*common, "train_teacher.steps=2", "train_teacher.batch_size=4"),
+                                 progress=False)
     ctx = context(*common, f"teacher.path={teacher_file}", "distill.steps=1", "distill.batch_size=4",
                   "eval.samples=8", "eval.batch_size=8", "eval.teacher_steps=[1,2]", f"config={tmp_path / 'eval.yaml'}")
     distill(ctx, progress=False)
@@ -107,7 +107,8 @@ def test_train_teacher_then_distil_then_evaluate(small_fashion_mnist, tmp_path):
     rows = {(r["sampler"], r["steps"]): r["metrics"] for r in report["rows"]}
     assert set(rows) == {("teacher", 1), ("teacher", 2), ("student", 1)}
     assert all(0.0 <= m["prompt_alignment"] <= 1.0 and np.isfinite(m["fd_fmnist_cnn"]) for m in rows.values())
-    assert (tmp_path / "run" / "samples.png").is_file() and "prompt_alignment" in (tmp_path / "run" / "report.md").read_text()
+    assert (tmp_path / "run" / "samples.png").is_file()
+    assert "prompt_alignment" in (tmp_path / "run" / "report.md").read_text()
 
 
 def test_the_committed_teacher_draws_the_class_its_prompt_names(tmp_path):
