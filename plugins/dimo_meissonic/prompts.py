@@ -75,18 +75,14 @@ class CaptionConditions(PromptConditions):
     held-out evaluation templates) and returns the encoded prompt with its class label."""
 
     def __init__(self, encoder, negative_prompt: str = "", micro_conds: tuple[float, ...] = (28, 28, 0, 0, 6)):
-        prompts, labels, self.split_of = [], [], []
-        for split, templates in (("train", TRAIN_TEMPLATES), ("eval", EVAL_TEMPLATES)):
-            for template in templates:
-                for label, phrase in enumerate(CLASS_PHRASES):
-                    prompts.append(template.format(phrase))
-                    labels.append(label)
-                    self.split_of.append(split)
-        super().__init__(encoder, prompts, labels, negative_prompt, micro_conds, cache=True)
         self.num_classes = len(CLASS_PHRASES)
-        # ids[split][label] -> prompt ids naming that class with that split's templates
-        self.ids = {s: torch.tensor([[i for i, (sp, lb) in enumerate(zip(self.split_of, labels)) if sp == s and lb == c]
-                                     for c in range(self.num_classes)]) for s in ("train", "eval")}
+        templates = TRAIN_TEMPLATES + EVAL_TEMPLATES
+        # prompt id = template index * num_classes + label; training templates first
+        prompts = [t.format(phrase) for t in templates for phrase in CLASS_PHRASES]
+        super().__init__(encoder, prompts, list(range(self.num_classes)) * len(templates), negative_prompt,
+                         micro_conds, cache=True)
+        ids = torch.arange(len(prompts)).view(len(templates), self.num_classes).T   # (label, template)
+        self.ids = {"train": ids[:, :len(TRAIN_TEMPLATES)], "eval": ids[:, len(TRAIN_TEMPLATES):]}
 
     def for_labels(self, labels: Tensor, generator: torch.Generator, split: str = "train") -> dict[str, Tensor]:
         """A caption for each class label, the template drawn uniformly from the split's templates."""
