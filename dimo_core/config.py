@@ -141,6 +141,7 @@ class RunConfig(Strict):
     out_dir: str | None = None           # default: runs/<first plugin>
     seed: int = 0
     device: str = "cpu"
+    threads: int | None = None           # CPU threads for torch (None: torch's default; 1 on a busy machine)
     dtype: Literal["float32", "bfloat16"] = "float32"  # autocast dtype; weights stay fp32
     resume: bool = True                  # continue from out_dir's last checkpoint
     teacher: Component = Component()

@@ -16,6 +16,8 @@ class Context:
         self.config = config
         self.registry = registry or get_registry()
         self.device = torch.device(config.device)
+        if config.threads:
+            torch.set_num_threads(config.threads)  # oversubscribed CPUs run many times slower
         self.seed = config.seed
         self.out_dir = config.run_dir
 
