@@ -48,6 +48,15 @@ def sample_categorical(logits: Tensor, generator: torch.Generator, temperature: 
     return (logits.double() / temperature + gumbel.to(logits.device)).argmax(-1)
 
 
+def masked_after_step(schedule: str, s: int, steps: int, n_masked0: Tensor, still_masked: Tensor) -> Tensor:
+    """How many positions per row stay masked after step s: the schedule at t = (s + 1) / steps
+    times the initial count, none after the last step, and at least one revealed per step."""
+    if s == steps - 1:
+        return torch.zeros_like(n_masked0)
+    r_next = mask_ratio(schedule, torch.full((), (s + 1) / steps, dtype=torch.float64))
+    return torch.minimum(torch.floor(r_next * n_masked0).long(), still_masked.sum(1) - 1).clamp_min(0)
+
+
 class ConfidenceSampler:
     """MaskGit's sampler: at each step draw every masked token, keep the most confident ones.
 
@@ -68,10 +77,7 @@ class ConfidenceSampler:
             still_masked = x == mask_id
             if not still_masked.any():
                 break
-            # how many stay masked after this step: schedule at t = (s + 1) / steps, 0 at the end
-            r_next = mask_ratio(self.schedule, torch.full((), (s + 1) / steps, dtype=torch.float64))
-            keep_masked = torch.floor(r_next * n_masked0).long() if s < steps - 1 else torch.zeros_like(n_masked0)
-            keep_masked = torch.minimum(keep_masked, still_masked.sum(1) - 1).clamp_min(0)
+            keep_masked = masked_after_step(self.schedule, s, steps, n_masked0, still_masked)
             w = self._guidance(guidance, s, steps)
             logits = suppress_mask_column(guided_logits(model, x, cond, null_cond, w, self.guidance_form).float(), mask_id)
             temperature = self._temperature(progress)
@@ -112,9 +118,7 @@ class AncestralSampler:
             still_masked = x == mask_id
             if not still_masked.any():
                 break
-            r_next = mask_ratio(self.schedule, torch.full((), (s + 1) / steps, dtype=torch.float64))
-            keep_masked = torch.floor(r_next * n_masked0).long() if s < steps - 1 else torch.zeros_like(n_masked0)
-            keep_masked = torch.minimum(keep_masked, still_masked.sum(1) - 1).clamp_min(0)
+            keep_masked = masked_after_step(self.schedule, s, steps, n_masked0, still_masked)
             logits = suppress_mask_column(guided_logits(model, x, cond, null_cond, guidance, self.guidance_form).float(), mask_id)
             drawn = sample_categorical(logits, generator, self.temperature)
             # reveal a uniformly random subset of the masked positions

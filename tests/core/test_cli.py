@@ -1,6 +1,7 @@
 """The CLI end to end on a tiny toy teacher: train-teacher, run, eval, sample, SIGKILL + resume."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -113,7 +114,8 @@ def test_sigkill_then_resume_gives_the_same_student_bitwise(tiny_teacher, tmp_pa
 
 
 def test_plugin_from_a_separate_package_is_discovered_and_used(tmp_path):
-    example = Path(__file__).parents[2] / "docs" / "example_plugin"
+    example = tmp_path / "example_plugin"  # a copy: pip builds in the source folder
+    shutil.copytree(Path(__file__).parents[2] / "docs" / "example_plugin", example)
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
                     "--target", str(target), str(example)], check=True, capture_output=True, timeout=300)

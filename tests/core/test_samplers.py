@@ -1,0 +1,41 @@
+import torch
+
+from dimo_core.sampling import AncestralSampler, ConfidenceSampler, masked_after_step, student_sample
+
+
+def uniform_model(vocab=5):
+    calls = []
+
+    def model(x, c):
+        calls.append((x == vocab).sum(1).clone())
+        return torch.zeros(*x.shape, vocab + 1)  # mask column included: must never be drawn
+    return model, calls
+
+
+def test_schedule_counts_end_at_zero_and_reveal_every_step():
+    n0 = torch.tensor([10])
+    counts, masked = [], torch.ones(1, 10, dtype=torch.bool)
+    for s in range(4):
+        keep = masked_after_step("arccos", s, 4, n0, masked)
+        counts.append(int(keep))
+        masked = torch.arange(10)[None] < keep
+    assert counts[-1] == 0 and counts == sorted(counts, reverse=True) and len(set(counts)) == 4
+
+
+def test_samplers_fill_every_mask_keep_given_tokens_and_never_draw_the_mask():
+    for sampler in (ConfidenceSampler("cosine"), AncestralSampler("linear")):
+        model, calls = uniform_model()
+        x = torch.full((3, 8), 5)
+        x[:, 0] = 2  # a given token (a prompt position, say) stays
+        out = sampler(model, x, None, None, steps=4, guidance=1.0, mask_id=5, generator=torch.Generator().manual_seed(0))
+        assert (out != 5).all() and (out[:, 0] == 2).all() and len(calls) == 4
+        assert [int(c[0]) for c in calls] == sorted([int(c[0]) for c in calls], reverse=True)
+
+
+def test_student_sample_is_one_pass_by_default():
+    model, calls = uniform_model()
+    x_init = torch.tensor([[5, 1, 5, 3]])
+    out = student_sample(model, x_init, None, mask_id=5, generator=torch.Generator().manual_seed(0))
+    assert len(calls) == 1 and (out < 5).all()
+    student_sample(model, x_init, None, mask_id=5, generator=torch.Generator().manual_seed(0), steps=3)
+    assert len(calls) == 4
