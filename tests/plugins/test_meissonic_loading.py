@@ -6,10 +6,9 @@ import types
 import pytest
 import torch
 
-import dimo_meissonic.plugin as meissonic_plugin
 from dimo_core.checkpoint import load_tensors, save_json, save_tensors
 from dimo_core.errors import CheckpointError, ConfigError
-from dimo_core.registry import Registry, get_registry, plugin_manager
+from dimo_core.registry import get_registry
 from dimo_meissonic.teacher import build_teacher
 from dimo_meissonic.text import PromptEncoder, load_text_encoder
 from dimo_meissonic.tiny import TINY_ARCHITECTURE, write_tiny_meissonic
@@ -21,15 +20,7 @@ MERGES = ["c a", "ca t</w>", "d o", "do g</w>"]
 
 
 def registry():
-    """The installed registry when the meissonic entry point is enabled, else one with the plugin added."""
-    installed = get_registry()
-    if "meissonic" in {p.name for p in installed.plugins()}:
-        return installed
-    shim = types.ModuleType("meissonic")
-    shim.__dict__.update({k: v for k, v in vars(meissonic_plugin).items() if k.startswith("register_")})
-    pm = plugin_manager()
-    pm.register(shim, name="meissonic")
-    return Registry(pm)
+    return get_registry()  # the meissonic entry point is installed with dimo
 
 
 @pytest.fixture(scope="module")

@@ -1,16 +1,14 @@
 """The bundled Fashion-MNIST default: captions, presets, and train-teacher -> run -> eval on a toy size."""
 import gzip
 import struct
-import types
 
 import numpy as np
 import pytest
 import torch
 
-import dimo_meissonic.plugin as meissonic_plugin
 from dimo_core.config import load_config
 from dimo_core.context import Context
-from dimo_core.registry import Registry, get_registry, plugin_manager
+from dimo_core.registry import get_registry
 from dimo_meissonic.prompts import CLASS_PHRASES, EVAL_TEMPLATES, TRAIN_TEMPLATES
 
 # A smaller transformer than the preset's (the bundled text encoder fixes hidden = 64)
@@ -18,14 +16,7 @@ TOY = ["teacher.num_layers=1", "teacher.num_single_layers=1"]
 
 
 def registry():
-    installed = get_registry()
-    if "meissonic" in {p.name for p in installed.plugins()}:
-        return installed
-    shim = types.ModuleType("meissonic")
-    shim.__dict__.update({k: v for k, v in vars(meissonic_plugin).items() if k.startswith("register_")})
-    pm = plugin_manager()
-    pm.register(shim, name="meissonic")
-    return Registry(pm)
+    return get_registry()  # the meissonic entry point is installed with dimo
 
 
 def context(*overrides):
