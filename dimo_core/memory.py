@@ -15,6 +15,7 @@ peak, not the allocator's rounding. Per process:
 from __future__ import annotations
 
 import fnmatch
+import os
 import resource
 from dataclasses import dataclass, field
 
@@ -129,8 +130,19 @@ def free_memory(device: torch.device, processes_here: int = 1) -> int:
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         return int(free)
-    import psutil
-    return int(psutil.virtual_memory().available / max(processes_here, 1))
+    return int(_host_available_bytes() / max(processes_here, 1))
+
+
+def _host_available_bytes() -> int:
+    """MemAvailable from /proc/meminfo (Linux); elsewhere the free pages sysconf reports."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
 def reset_peak(device: torch.device) -> None:
