@@ -1,5 +1,6 @@
 """dimo: distil masked diffusion models into one-step generators (Di[M]O)."""
 from .conditions import cat_conditions, index_conditions, where_conditions
+from .config import REQUIRED
 from .errors import CheckpointError, ConfigError, DimoError, NonFiniteLossError, PluginError
 from .hookspecs import hookimpl
 from .init import perturb_embeddings, random_init

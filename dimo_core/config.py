@@ -235,6 +235,10 @@ def _as_list(value: Any) -> list[str]:
     return [str(v).strip() for v in value if str(v).strip()]
 
 
+# A preset value the user must give (OmegaConf's mandatory-value marker): `"path": REQUIRED`.
+REQUIRED = "???"
+
+
 def load_config(overrides: list[str] = (), registry=None) -> RunConfig:
     """Merge defaults, presets, an optional YAML file and key=value overrides; validate."""
     from .registry import get_registry
@@ -255,13 +259,20 @@ def load_config(overrides: list[str] = (), registry=None) -> RunConfig:
                 layers.append(_preset_layer(registry.get("presets", name).obj))
             elif name in presets:
                 registry.get("presets", name)  # raises with the list of presets
-        layers += [file_layer, OmegaConf.from_dotlist(rest)]
-        merged = OmegaConf.merge(*layers)
+        merged = OmegaConf.merge(*layers, file_layer)
+        for item in rest:  # update, not merge: keys may index lists (eval.metrics[0].reference=...)
+            key, value = item.split("=", 1)
+            OmegaConf.update(merged, key, OmegaConf.from_dotlist([f"v={value}"]).v, merge=True)
         merged.plugins, merged.preset = plugins, presets
+        missing = sorted(k for k in OmegaConf.missing_keys(merged) if not _is_interpolation(merged, k))
+        if missing:
+            raise ConfigError(f"required value{'s' * (len(missing) > 1)} not given: {', '.join(missing)} (marked "
+                              f"{REQUIRED!r} by preset {', '.join(plugins + presets) or 'defaults'}); pass "
+                              f"{' '.join(k + '=...' for k in missing)}")
         data = OmegaConf.to_container(merged, resolve=True)
     except FileNotFoundError as e:
         raise ConfigError(f"config file not found: {e.filename}") from None
-    except OmegaConfBaseException as e:
+    except (OmegaConfBaseException, TypeError, ValueError) as e:
         raise ConfigError(f"bad configuration: {e}".splitlines()[0]) from None
     try:
         config = RunConfig.model_validate(data)
@@ -269,6 +280,13 @@ def load_config(overrides: list[str] = (), registry=None) -> RunConfig:
         _raise_validation(e, file_layer, special.get("config"))
     check_components(config, registry)
     return config
+
+
+def _is_interpolation(cfg, dotted: str) -> bool:
+    """True for a value like ${teacher.path}: it is reported through the key it points to."""
+    parent, _, key = dotted.rpartition(".")
+    node = OmegaConf.select(cfg, parent, throw_on_missing=False) if parent else cfg
+    return OmegaConf.is_interpolation(node, key)
 
 
 def _preset_layer(preset: Any):

@@ -27,13 +27,6 @@ def shared_text(tokenizer, sources: list[str], files: list[str] | None, column: 
     return _texts[key]
 
 
-def _given(value, key: str):
-    """Presets mark values the user must supply with "???" (OmegaConf's missing value)."""
-    if value == presets.REQUIRED:
-        raise ConfigError(f"{key} is required by this preset: set {key}=... on the command line")
-    return value
-
-
 def _tokenizer(ctx) -> HFTokenizer:
     tokenizer = getattr(ctx, "tokenizer", None)
     if not hasattr(tokenizer, "hf"):
@@ -55,7 +48,6 @@ def register_teachers(register):
                embedding_module: str | None = None,      # dotted name of the token embedding, if not standard
                hidden_size: int = 192, num_layers: int = 4, num_heads: int = 4,   # a new bundled model
                intermediate_size: int = 512, max_positions: int = 256):
-        _given(path, "teacher.path")
         architecture = dict(hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads,
                             intermediate_size=intermediate_size, max_positions=max_positions)
         needs_tokenizer = path is None or str(path).endswith(".safetensors")
@@ -76,7 +68,7 @@ def register_tokenizers(register):
            trust_remote_code: bool = False,
            mask_id: int | None = None,                   # only for folders that do not name their mask id
            vocab_size: int | None = None):               # logit columns, if config.json does not say
-        return HFTokenizer.from_folder(_given(path, "tokenizer.path") or presets.BUNDLED_TEACHER, trust_remote_code, mask_id, vocab_size)
+        return HFTokenizer.from_folder(path or presets.BUNDLED_TEACHER, trust_remote_code, mask_id, vocab_size)
     register("hf", hf)
 
 
@@ -88,7 +80,7 @@ def register_conditions(register):
                 prompt_len: int = 16,                    # P: prompts are left-padded or cut (keeping the end) to P
                 eval_fraction: float = 0.1,
                 sources: list[str] = ["fortunes"]):      # bundled text when path is None: fortunes, pydoc
-        _given(path, "conditions.path"), _given(eval_path, "conditions.eval_path")
+        path, eval_path
         tokenizer = _tokenizer(ctx)
         text = None if path else shared_text(tokenizer, sources, None, column)
         return PromptConditions(tokenizer, tokenizer.mask_id, prompt_len, path, eval_path, column, eval_fraction,
@@ -123,7 +115,7 @@ def register_metrics(register):
                      retokenize: bool | None = None,      # None: only when its vocabulary differs from ours
                      trust_remote_code: bool = False,
                      batch_size: int = 64):
-        scorer = ReferenceScorer(_given(reference, "eval.metrics[].reference") or presets.BUNDLED_REFERENCE, getattr(ctx, "device", "cpu"),
+        scorer = ReferenceScorer(reference or presets.BUNDLED_REFERENCE, getattr(ctx, "device", "cpu"),
                                  trust_remote_code)
         return TextQuality(_tokenizer(ctx), scorer, retokenize, batch_size)
     register("text_quality", text_quality)

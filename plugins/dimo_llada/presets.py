@@ -5,10 +5,11 @@ LLADA_8B: GSAI-ML/LLaDA-8B-* on one 80 GB GPU; "???" marks values the user must 
 """
 from pathlib import Path
 
+from dimo_core import REQUIRED  # "???": dimo refuses to run until the user gives the value
+
 ASSETS = Path(__file__).parent / "assets"
 BUNDLED_TEACHER = str(ASSETS / "teacher")       # model + tokenizer, Hugging Face folder
 BUNDLED_REFERENCE = str(ASSETS / "reference")   # autoregressive scorer + the same tokenizer
-REQUIRED = "???"
 
 PROMPT_LEN, RESPONSE_LEN = 16, 32                # tokens: ~45 and ~90 characters of English
 

@@ -78,3 +78,13 @@ def test_unknown_plugin_and_preset_list_the_installed_ones():
 def test_no_resolver_evaluates_code():
     with pytest.raises(ConfigError):
         load_config(["plugins=toy", "out_dir=${python:__import__('os').getcwd()}"])
+
+
+def test_required_preset_values_are_named_with_the_fix():
+    registry = Registry(plugin_manager(extra=[make_plugin("needs", register_presets=lambda register: register(
+        "needs", {"teacher": {"name": "toy_mdm", "path": dimo_core.REQUIRED},
+                  "out_dir": "${teacher.path}"}))]))  # an interpolation: reported via teacher.path only
+    with pytest.raises(ConfigError, match=r"required value not given: teacher\.path .*pass teacher\.path=\.\.\."):
+        load_config(["preset=needs"], registry=registry)
+    config = load_config(["preset=needs", "teacher.path=/t"], registry=registry)
+    assert config.teacher.spec()["path"] == "/t" and config.out_dir == "/t"

@@ -31,11 +31,11 @@ def test_the_presets_validate_against_the_core_config(registry):
     config = load_config(["plugins=llada"], registry)
     assert config.teacher.name == "hf_mdm" and config.eval.sampler.name == "llada"
     assert config.teacher.spec()["seq_len"] == config.dataset.spec()["response_len"]
-    big = load_config(["preset=llada_8b", "teacher.path=/models/LLaDA-8B-Instruct"], registry)
+    with pytest.raises(ConfigError, match=r"not given: conditions\.path, eval\.metrics\[0\]\.reference \("):
+        load_config(["preset=llada_8b", "teacher.path=/models/LLaDA-8B-Instruct"], registry)
+    big = load_config(["preset=llada_8b", "teacher.path=/models/LLaDA-8B-Instruct", "conditions.path=p.jsonl",
+                       "eval.metrics.0.reference=/models/gpt2-large"], registry)
     assert big.tokenizer.spec()["path"] == "/models/LLaDA-8B-Instruct"
-    ctx = Context(big, registry)
-    with pytest.raises(ConfigError, match="conditions.path is required"):
-        ctx.conditions
 
 
 @pytest.mark.skipif(not BUNDLED, reason="bundled teacher not built yet (python -m dimo_llada.build_assets teacher)")
