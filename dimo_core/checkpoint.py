@@ -86,10 +86,12 @@ def load_tensors(path: str | Path, device: str | torch.device = "cpu") -> tuple[
     return tensors, meta
 
 
-def load_state_dict_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """Load with strict key and shape checks; the error names missing, unexpected and misshapen keys."""
+def load_state_dict_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], source: str,
+                           required: set[str] | None = None) -> None:
+    """Load with strict key and shape checks; the error names missing, unexpected and misshapen keys.
+    ``required``: the keys the state must hold (default: all); the module keeps its other tensors."""
     own = module.state_dict()
-    missing = sorted(set(own) - set(state))
+    missing = sorted((set(own) if required is None else set(required)) - set(state))
     unexpected = sorted(set(state) - set(own))
     misshapen = sorted(f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
                        for k in set(own) & set(state) if own[k].shape != state[k].shape)
@@ -101,7 +103,7 @@ def load_state_dict_strict(module: torch.nn.Module, state: dict[str, torch.Tenso
                  f"wrong shapes: {show(misshapen)}" if misshapen else ""]
         raise CheckpointError(f"{source} does not match the model ({'; '.join(p for p in parts if p)}); "
                               f"check the architecture options against the checkpoint")
-    module.load_state_dict(state, strict=True)
+    module.load_state_dict(state, strict=required is None)
 
 
 def load_torch_weights_only(path: str | Path) -> Any:

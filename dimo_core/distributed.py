@@ -216,12 +216,13 @@ class Parallel:
                                      like.placements, src_data_rank=None)
         return full
 
-    def load_module(self, model: nn.Module, state: dict[str, Tensor], source: str) -> None:
+    def load_module(self, model: nn.Module, state: dict[str, Tensor], source: str,
+                    required: set[str] | None = None) -> None:
         from .checkpoint import load_state_dict_strict
         module = unwrap(model)
         own = module.state_dict()
         state = {k: self.shard_like(own[k], v) if k in own else v for k, v in state.items()}
-        load_state_dict_strict(module, state, source)
+        load_state_dict_strict(module, state, source, required)
 
 
 def _is_dtensor(t) -> bool:

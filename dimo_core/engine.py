@@ -66,6 +66,15 @@ def trainable_copy(teacher: nn.Module, cfg: DistillConfig) -> nn.Module:
     return model
 
 
+def stored_keys(model: nn.Module) -> set[str]:
+    """State-dict keys a checkpoint keeps: trainable parameters and buffers. Frozen parameters are
+    the teacher's own and are rebuilt from it, so a LoRA run on an 8B teacher saves its adapters,
+    not three copies of the base model."""
+    module = unwrap(model)
+    frozen = {n for n, p in module.named_parameters(remove_duplicate=False) if not p.requires_grad}
+    return set(module.state_dict()) - frozen
+
+
 class EMA:
     """Exponential moving average of the generator, rate ramped as min(rate, (1+s)/(10+s))."""
 
@@ -241,11 +250,19 @@ class DiMOEngine:
     def student_state_dict(self) -> dict[str, Tensor]:
         """The weights to sample with: the generator's EMA when enabled."""
         state = self.ema.state_dict_of(self.generator) if self.ema else unwrap(self.generator).state_dict()
-        return self.parallel.full_state(state)
+        keep = stored_keys(self.generator)
+        return self.parallel.full_state({k: v for k, v in state.items() if k in keep})
+
+    @property
+    def partial(self) -> bool:
+        """True when checkpoints and the student hold trainable tensors only (frozen ones are the teacher's)."""
+        return stored_keys(self.generator) != set(unwrap(self.generator).state_dict())
 
     def state(self) -> tuple[dict[str, Tensor], dict]:
-        tensors = {f"generator.{k}": v for k, v in unwrap(self.generator).state_dict().items()}
-        tensors.update({f"aux.{k}": v for k, v in unwrap(self.aux).state_dict().items()})
+        tensors = {}
+        for name, model in (("generator", self.generator), ("aux", self.aux)):
+            keep = stored_keys(model)
+            tensors.update({f"{name}.{k}": v for k, v in unwrap(model).state_dict().items() if k in keep})
         if self.ema:
             tensors.update({f"ema.{k}": v for k, v in self.ema.shadow.items()})
         meta = {"step": self.step, "skipped": self.skipped}
@@ -272,8 +289,8 @@ class DiMOEngine:
         missing += [k for k in ("rng.engine", "rng.torch") if k not in tensors]
         if missing:
             raise CheckpointError(f"{source} is not a complete dimo run checkpoint (missing {', '.join(missing)})")
-        self.parallel.load_module(self.generator, sub("generator"), f"{source} (generator)")
-        self.parallel.load_module(self.aux, sub("aux"), f"{source} (aux)")
+        self.parallel.load_module(self.generator, sub("generator"), f"{source} (generator)", stored_keys(self.generator))
+        self.parallel.load_module(self.aux, sub("aux"), f"{source} (aux)", stored_keys(self.aux))
         if self.ema:
             params = dict(unwrap(self.generator).named_parameters())
             shadow = sub("ema")

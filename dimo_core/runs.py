@@ -180,7 +180,7 @@ def save_checkpoint(engine: DiMOEngine, checkpoints: "Checkpoints", out: Path, c
 
 def save_student(path: Path, weights: dict, engine: DiMOEngine, ctx: Context) -> None:
     save_tensors(path, weights,
-                 {"teacher": teacher_spec(ctx), "step": engine.step, "ema": bool(engine.ema),
+                 {"teacher": teacher_spec(ctx), "step": engine.step, "ema": bool(engine.ema), "partial": engine.partial,
                   "init": ctx.config.distill.init.spec(), "sigma": ctx.config.distill.sigma})
 
 
@@ -236,7 +236,16 @@ def load_student(ctx: Context, path: str | Path | None = None) -> torch.nn.Modul
                               f"(or pass student=PATH)")
     tensors, meta = load_tensors(path, ctx.device)
     student = copy.deepcopy(ctx.teacher)
-    load_state_dict_strict(student, tensors, str(path))
+    if meta.get("partial"):  # trainable tensors only: the rest must come from the same teacher
+        def architecture(spec):  # the path may differ (a moved folder); the rest must not
+            return {k: v for k, v in (spec or {}).items() if k != "path"}
+        if architecture(meta.get("teacher")) != architecture(teacher_spec(ctx)):
+            raise CheckpointError(f"{path} holds only the tensors its run trained; the others are its teacher's, "
+                                  f"{meta.get('teacher')}, but the configured teacher is {teacher_spec(ctx)}; "
+                                  f"set teacher.* to the run's teacher (its run.config.yaml has them)")
+        load_state_dict_strict(student, tensors, str(path), required=set(tensors))
+    else:
+        load_state_dict_strict(student, tensors, str(path))
     return student.eval().requires_grad_(False)
 
 

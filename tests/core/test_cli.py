@@ -81,6 +81,17 @@ def test_run_eval_sample_end_to_end(tiny_teacher, tmp_path):
     assert load_file(str(out / "samples.safetensors"))["tokens"].shape == (3, 16)
 
 
+def test_a_partly_frozen_student_keeps_trained_tensors_and_samples_over_its_teacher(tiny_teacher, tmp_path):
+    args = [*run_args(tiny_teacher, tmp_path, steps=2), "distill.frozen=[token_embedding.*,position_embedding]"]
+    dimo("run", *args)
+    student = load_file(str(tmp_path / "student.safetensors"))
+    assert "head.weight" in student and "token_embedding.weight" not in student
+    dimo("sample", *args, "sample.n=4")
+    assert load_file(str(tmp_path / "samples.safetensors"))["tokens"].shape == (4, 16)
+    proc = dimo("sample", *args, "teacher.heads=4", check=False)
+    assert proc.returncode == 2 and "holds only the tensors its run trained" in proc.stderr
+
+
 def test_python_m_matches_console_script():
     a = subprocess.run(["dimo", "plugins"], capture_output=True, text=True, env=ENV)
     b = subprocess.run([sys.executable, "-m", "dimo_core", "plugins"], capture_output=True, text=True, env=ENV)

@@ -7,7 +7,7 @@ import torch
 from dimo_core.config import DistillConfig
 from dimo_core.divergences import FKL, RKL
 from dimo_core.engine import EMA, DiMOEngine, freeze, masked_cross_entropy, surrogate_generator_loss
-from dimo_core.errors import ConfigError, NonFiniteLossError
+from dimo_core.errors import CheckpointError, ConfigError, NonFiniteLossError
 from dimo_core.init import RandomMaskInit
 from dimo_core.sampling import guided_logits
 
@@ -109,6 +109,25 @@ def test_state_round_trip_continues_identically(dummy):
         b.train_step()
     for (k, va), vb in zip(a.student_state_dict().items(), b.student_state_dict().values()):
         assert torch.equal(va, vb), k
+
+
+def test_checkpoints_of_a_partly_frozen_run_hold_trainable_tensors_and_resume(dummy):
+    a = make_engine(dummy, frozen=["tokens.*", "head.bias"])
+    a.train_step()
+    tensors, meta = a.state()
+    assert a.partial and not any(k.endswith(("tokens.weight", "head.bias")) for k in tensors)
+    assert {f"generator.{k}" for k in a.student_state_dict()} == {k for k in tensors if k.startswith("generator.")}
+    tensors = {k: v.clone() for k, v in tensors.items()}
+    a.train_step()
+    b = make_engine(dummy, frozen=["tokens.*", "head.bias"])  # frozen tensors come from the teacher
+    b.load_state(tensors, meta)
+    b.train_step()
+    for (k, va), vb in zip(a.student_state_dict().items(), b.student_state_dict().values()):
+        assert torch.equal(va, vb), k
+    del tensors["generator.head.weight"]
+    with pytest.raises(CheckpointError, match=r"missing keys: head\.weight"):
+        make_engine(dummy, frozen=["tokens.*", "head.bias"]).load_state(tensors, meta)
+    assert not make_engine(dummy).partial
 
 
 def test_ema_ramp():
