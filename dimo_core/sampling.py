@@ -94,10 +94,11 @@ class ConfidenceSampler:
         return x
 
     def _guidance(self, w: float, s: int, steps: int) -> float:
-        if not self.guidance_ramp or steps == 1:
+        """MaskGit v1.0's ramp: w * s / steps, so step 0 is unguided and the last step gets w (steps-1)/steps."""
+        if not self.guidance_ramp:
             return w
         off = 1.0 if self.guidance_form == "standard" else 0.0
-        return off + (w - off) * s / (steps - 1)
+        return off + (w - off) * s / steps
 
     def _temperature(self, progress: float) -> float:
         if self.final_temperature is None:

@@ -39,3 +39,13 @@ def test_student_sample_is_one_pass_by_default():
     assert len(calls) == 1 and (out < 5).all()
     student_sample(model, x_init, None, mask_id=5, generator=torch.Generator().manual_seed(0), steps=3)
     assert len(calls) == 4
+
+
+def test_guidance_ramps_as_maskgit_v1_from_zero_at_the_first_step():
+    """valeoai v1.0: _w = w * step / steps, so one step is unguided and the last step gets w (n-1)/n."""
+    ramp = ConfidenceSampler(guidance_form="maskgit")
+    assert [ramp._guidance(3.0, s, 4) for s in range(4)] == [0.0, 0.75, 1.5, 2.25]
+    assert ramp._guidance(3.0, 0, 1) == 0.0
+    standard = ConfidenceSampler(guidance_form="standard")
+    assert [standard._guidance(3.0, s, 2) for s in range(2)] == [1.0, 2.0]  # u + w(c-u): 1 is unguided
+    assert ConfidenceSampler(guidance_ramp=False)._guidance(3.0, 0, 4) == 3.0
