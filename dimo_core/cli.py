@@ -58,6 +58,8 @@ def _dispatch(command: str, args: list[str], progress: bool) -> int:
         student = distill(ctx, progress)
         if os.environ.get("RANK", "0") == "0":  # under torchrun, one rank speaks
             print(f"student written to {student}")
+        if config.eval.after_run and int(os.environ.get("WORLD_SIZE", "1")) == 1:
+            _evaluate(ctx, progress)
     elif command == "train-teacher":
         from .runs import train_teacher
         print(f"teacher written to {train_teacher(ctx, progress)}")
@@ -68,11 +70,15 @@ def _dispatch(command: str, args: list[str], progress: bool) -> int:
     elif command == "eval":
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             raise DimoError("dimo eval runs in one process; launch it without torchrun")
-        from .report import evaluate
-        report = evaluate(ctx, progress)
-        print((ctx.out_dir / "report.md").read_text())
-        print(f"report written to {ctx.out_dir / 'report.json'}")
+        _evaluate(ctx, progress)
     return 0
+
+
+def _evaluate(ctx, progress: bool) -> None:
+    from .report import evaluate
+    evaluate(ctx, progress)
+    print((ctx.out_dir / "report.md").read_text())
+    print(f"report written to {ctx.out_dir / 'report.json'}")
 
 
 if __name__ == "__main__":

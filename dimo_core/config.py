@@ -111,6 +111,7 @@ class EvalConfig(Strict):
     grid: int = 10                       # conditions shown by the writer
     student: str | None = None
     seed: int = 1234
+    after_run: bool = False              # `dimo run` ends with `dimo eval` (one process only)
 
 
 class DistributedConfig(Strict):

@@ -56,9 +56,10 @@ MASKGIT = {
     },
     "sample": {"sampler": MASKGIT_SAMPLER, "steps": 8, "guidance": 3.0, "n": 20},
     "eval": {
-        "teacher_steps": [1, 2, 4, 8, 16],
+        "after_run": True,             # `dimo run plugins=maskgit` ends with the report and the grid
+        "teacher_steps": [1, 2, 4, 8, 16, 32],
         "student_steps": [1],
-        "samples": 1000,               # ~10 min for the whole table on one busy CPU
+        "samples": 2000,
         "batch_size": 500,
         "sampler": MASKGIT_SAMPLER,
         "guidance": 3.0,

@@ -60,11 +60,14 @@ def test_tokenizer_disagreeing_with_the_teacher_is_refused(tiny_teacher, tmp_pat
 
 def test_run_eval_sample_end_to_end(tiny_teacher, tmp_path):
     out = tmp_path / "run"
-    dimo("run", *run_args(tiny_teacher, out))
+    evaluation = ["eval.samples=64", "eval.batch_size=32", "eval.teacher_steps=[1,4]"]
+    printed = dimo("run", *run_args(tiny_teacher, out), *evaluation, "eval.after_run=true").stdout
     assert (out / "student.safetensors").exists() and (out / "checkpoints" / "latest.json").exists()
+    assert "| student | 1 |" in printed and (out / "report.json").exists()  # eval.after_run: run, then eval
+    (out / "report.json").unlink()
     log = [json.loads(l) for l in (out / "train_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [1, 2, 3, 4, 5, 6]
-    dimo("eval", *run_args(tiny_teacher, out), "eval.samples=64", "eval.batch_size=32", "eval.teacher_steps=[1,4]")
+    dimo("eval", *run_args(tiny_teacher, out), *evaluation)
     report = json.loads((out / "report.json").read_text())
     assert [(r["sampler"], r["steps"]) for r in report["rows"]] == [("teacher", 1), ("teacher", 4), ("student", 1)]
     for row in report["rows"]:
