@@ -88,14 +88,22 @@ class TrainTeacherConfig(Strict):
 
 
 class SampleConfig(Strict):
-    source: Literal["teacher", "student"] = "student"
+    source: Literal["teacher", "student", "both"] = "student"
     sampler: Component = Component(name="confidence")
-    steps: int = 16                      # teacher steps (student: k-step option)
+    steps: int = 16                      # teacher steps
+    student_steps: int = 1               # 1 = one pass; k > 1 re-masks and refines (k-step option)
     guidance: float = 1.0
     temperature: float = 1.0             # student output temperature
+    prompt: list[str] | None = None      # conditions as text (plugins' from_text): prompt="a sneaker", or a class
     n: int = 16
     student: str | None = None           # student weights (default: out_dir/student.safetensors)
     seed: int = 0
+
+
+    @field_validator("prompt", mode="before")
+    @classmethod
+    def _one_prompt(cls, v):
+        return [v] if isinstance(v, str) else v
 
 
 class EvalConfig(Strict):
@@ -222,6 +230,8 @@ def _split_overrides(overrides: list[str]) -> tuple[dict[str, str], list[str]]:
         key, value = item.split("=", 1)
         if key in ("plugins", "preset", "config"):
             special[key] = value
+        elif key == "prompt":  # shorthand of dimo sample; the text is taken as is (no YAML parsing)
+            rest.append(item)
         else:
             rest.append(item)
     return special, rest
@@ -263,7 +273,10 @@ def load_config(overrides: list[str] = (), registry=None) -> RunConfig:
         merged = OmegaConf.merge(*layers, file_layer)
         for item in rest:  # update, not merge: keys may index lists (eval.metrics[0].reference=...)
             key, value = item.split("=", 1)
-            OmegaConf.update(merged, key, OmegaConf.from_dotlist([f"v={value}"]).v, merge=True)
+            if key == "prompt":
+                OmegaConf.update(merged, "sample.prompt", [value])
+            else:
+                OmegaConf.update(merged, key, OmegaConf.from_dotlist([f"v={value}"]).v, merge=True)
         merged.plugins, merged.preset = plugins, presets
         missing = sorted(k for k in OmegaConf.missing_keys(merged) if not _is_interpolation(merged, k))
         if missing:

@@ -55,6 +55,9 @@ class Conditions(Protocol):
     def null(self, cond: Cond) -> Cond:
         """The unconditional (null class, negative prompt, masked prompt) batch for ``cond``."""
 
+    # Optional: ``from_text(texts: list[str]) -> Cond`` lets users write conditions as text
+    # (``dimo sample prompt="a sneaker"``): prompts, or class names.
+
 
 @runtime_checkable
 class Dataset(Protocol):

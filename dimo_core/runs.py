@@ -358,6 +358,15 @@ def draw_student(ctx: Context, student, cond, n: int, steps: int, temperature: f
                           r_init=r_init if isinstance(r_init, float) else sum(r_init) / 2)
 
 
+def prompt_conditions(ctx: Context, prompts: list[str], n: int):
+    """``sample.prompt``: conditions written as text, cycled over n samples."""
+    conditions = ctx.conditions if ctx.config.conditions.name else None
+    if not hasattr(conditions, "from_text"):
+        raise ConfigError(f"conditions {ctx.config.conditions.name!r} cannot be given as text; drop prompt= "
+                          f"(this plugin's conditions have no from_text)")
+    return conditions.from_text([prompts[i % len(prompts)] for i in range(n)])
+
+
 def eval_conditions(ctx: Context, n: int, seed: int):
     if not ctx.config.conditions.name:
         return None
@@ -369,18 +378,20 @@ def sample(ctx: Context) -> dict[str, torch.Tensor]:
     cfg = ctx.config.sample
     _one_process("sample")
     out = _prepare_out_dir(ctx, "sample")
-    cond = eval_conditions(ctx, cfg.n, cfg.seed)
-    generator = torch.Generator(ctx.device).manual_seed(cfg.seed)
-    if cfg.source == "teacher":
+    cond = prompt_conditions(ctx, cfg.prompt, cfg.n) if cfg.prompt else eval_conditions(ctx, cfg.n, cfg.seed)
+    rows, tensors = {}, {}
+    if cfg.source in ("teacher", "both"):
         sampler = ctx.build("samplers", cfg.sampler, "sample.sampler")
-        label = f"teacher {cfg.steps} steps"
-        tokens = draw_teacher(ctx, sampler, cond, cfg.n, cfg.steps, cfg.guidance, generator)
-    else:
+        generator = torch.Generator(ctx.device).manual_seed(cfg.seed)
+        tensors["teacher"] = rows[f"teacher {cfg.steps} step{'s' * (cfg.steps > 1)}"] = draw_teacher(
+            ctx, sampler, cond, cfg.n, cfg.steps, cfg.guidance, generator)
+    if cfg.source in ("student", "both"):
         student = load_student(ctx, cfg.student)
-        label = "student" if cfg.steps == 1 else f"student {cfg.steps} steps"
-        tokens = draw_student(ctx, student, cond, cfg.n, cfg.steps if cfg.steps > 0 else 1, cfg.temperature, generator)
-    rows = {label: tokens}
-    save_tensors(out / "samples.safetensors", {"tokens": tokens}, {"label": label})
+        generator = torch.Generator(ctx.device).manual_seed(cfg.seed)
+        steps = max(cfg.student_steps, 1)
+        tensors["student"] = rows["student" if steps == 1 else f"student {steps} steps"] = draw_student(
+            ctx, student, cond, cfg.n, steps, cfg.temperature, generator)
+    save_tensors(out / "samples.safetensors", tensors, {"labels": list(rows)})
     if ctx.config.eval.writer and ctx.config.eval.writer.name:
         writer = ctx.build("writers", ctx.config.eval.writer, "eval.writer")
         writer(rows, cond, str(out))

@@ -126,6 +126,11 @@ class PromptConditions:
                 mask[i, -len(row):] = 1
         return {"input_ids": ids, "attention_mask": mask}
 
+    def from_text(self, texts: list[str]) -> dict[str, Tensor]:
+        """Prompts typed by the user (``dimo sample prompt="..."``)."""
+        return {k: v.to(self.device) if self.device else v
+                for k, v in self.pad_left([self.prompt_ids(t) for t in texts]).items()}
+
     def sample(self, n: int, generator: torch.Generator, split: str = "train") -> dict[str, Tensor]:
         device = self.device or generator.device
         if not self.splits:

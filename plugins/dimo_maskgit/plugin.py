@@ -46,8 +46,9 @@ def register_tokenizers(register):
 
 @dimo_core.hookimpl
 def register_conditions(register):
-    def class_labels(ctx, num_classes: int = 10):
-        return ClassLabels(num_classes)
+    def class_labels(ctx, num_classes: int = 10, class_names: Literal["fashion_mnist"] | list[str] | None = None):
+        """Class labels; class_names lets `dimo sample prompt=sneaker` name a class (indices always work)."""
+        return ClassLabels(num_classes, CLASS_NAMES if class_names == "fashion_mnist" else class_names)
     register("class_labels", class_labels)
 
 

@@ -25,7 +25,7 @@ MASKGIT_SAMPLER = {"name": "confidence", "schedule": "arccos", "temperature": 1.
 MASKGIT = {
     "teacher": {"name": "maskgit", "path": str(BUNDLED_TEACHER), **FMNIST_TEACHER},
     "tokenizer": {"name": "fmnist_patch_vq"},
-    "conditions": {"name": "class_labels", "num_classes": 10},
+    "conditions": {"name": "class_labels", "num_classes": 10, "class_names": "fashion_mnist"},
     "dataset": {"name": "fashion_mnist"},
     "train_teacher": {
         "steps": 2500,                 # ~25 min on one CPU thread (0.6 s per step)
@@ -54,7 +54,7 @@ MASKGIT = {
         "ema": 0.999,
         "frozen": RELEASE_FROZEN,
     },
-    "sample": {"sampler": MASKGIT_SAMPLER, "steps": 8, "guidance": 3.0, "n": 20},
+    "sample": {"sampler": MASKGIT_SAMPLER, "source": "both", "steps": 8, "guidance": 3.0, "n": 20},
     "eval": {
         "after_run": True,             # `dimo run plugins=maskgit` ends with the report and the grid
         "teacher_steps": [1, 2, 4, 8, 16, 32],

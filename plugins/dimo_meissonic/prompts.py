@@ -66,6 +66,20 @@ class PromptConditions:
                 "micro_conds": cond["micro_conds"].clone(),
                 "label": torch.full_like(cond["label"], -1), "prompt_id": torch.full_like(cond["prompt_id"], -1)}
 
+    def from_text(self, texts: list[str]) -> dict[str, Tensor]:
+        """Prompts typed by the user (``dimo sample prompt="..."``), appended to the prompt table."""
+        start = len(self.prompts)
+        self.prompts += texts
+        self.labels = torch.cat([self.labels, torch.tensor([self.label_of(t) for t in texts], dtype=torch.long)])
+        if self.table is not None:
+            new = self.encoder(texts)
+            self.table = {k: torch.cat([v, new[k].to(v)]) for k, v in self.table.items()}
+        return self.batch(torch.arange(start, len(self.prompts)))
+
+    def label_of(self, text: str) -> int:
+        """The class a prompt names (-1: none known)."""
+        return -1
+
     def text(self, prompt_ids: Tensor) -> list[str]:
         return [self.prompts[i] if i >= 0 else self.negative_prompt for i in prompt_ids.tolist()]
 
@@ -83,6 +97,12 @@ class CaptionConditions(PromptConditions):
                          micro_conds, cache=True)
         ids = torch.arange(len(prompts)).view(len(templates), self.num_classes).T   # (label, template)
         self.ids = {"train": ids[:, :len(TRAIN_TEMPLATES)], "eval": ids[:, len(TRAIN_TEMPLATES):]}
+
+    def label_of(self, text: str) -> int:
+        """The class whose phrase (without its article) the prompt contains; the longest wins."""
+        nouns = [p.split(" ", 1)[1].removeprefix("pair of ") for p in CLASS_PHRASES]
+        found = [(len(noun), i) for i, noun in enumerate(nouns) if noun in text.lower()]
+        return max(found)[1] if found else -1
 
     def for_labels(self, labels: Tensor, generator: torch.Generator, split: str = "train") -> dict[str, Tensor]:
         """A caption for each class label, the template drawn uniformly from the split's templates."""

@@ -78,10 +78,16 @@ def test_run_eval_sample_end_to_end(tiny_teacher, tmp_path):
     assert (out / "report.md").read_text().count("| teacher |") == 2
     assert (out / "quality_vs_steps.png").stat().st_size > 1000 and (out / "samples.md").exists()
     dimo("sample", *run_args(tiny_teacher, out), "sample.n=5")
-    assert load_file(str(out / "samples.safetensors"))["tokens"].shape == (5, 16)
+    assert load_file(str(out / "samples.safetensors"))["student"].shape == (5, 16)
     dimo("sample", *run_args(tiny_teacher, out), "sample.n=3", "sample.source=teacher", "sample.steps=4",
          "sample.sampler.name=ancestral")
-    assert load_file(str(out / "samples.safetensors"))["tokens"].shape == (3, 16)
+    assert load_file(str(out / "samples.safetensors"))["teacher"].shape == (3, 16)
+    dimo("sample", *run_args(tiny_teacher, out), "sample.n=2", "sample.source=both", "sample.steps=4",
+         "sample.sampler.name=ancestral")
+    both = load_file(str(out / "samples.safetensors"))
+    assert both["teacher"].shape == both["student"].shape == (2, 16)
+    proc = dimo("sample", *run_args(tiny_teacher, out), "prompt=a: b", check=False)  # taken as text, not YAML
+    assert proc.returncode == 2 and "cannot be given as text" in proc.stderr
 
 
 def test_a_partly_frozen_student_keeps_trained_tensors_and_samples_over_its_teacher(tiny_teacher, tmp_path):
@@ -90,7 +96,7 @@ def test_a_partly_frozen_student_keeps_trained_tensors_and_samples_over_its_teac
     student = load_file(str(tmp_path / "student.safetensors"))
     assert "head.weight" in student and "token_embedding.weight" not in student
     dimo("sample", *args, "sample.n=4")
-    assert load_file(str(tmp_path / "samples.safetensors"))["tokens"].shape == (4, 16)
+    assert load_file(str(tmp_path / "samples.safetensors"))["student"].shape == (4, 16)
     proc = dimo("sample", *args, "teacher.heads=4", check=False)
     assert proc.returncode == 2 and "holds only the tensors its run trained" in proc.stderr
 

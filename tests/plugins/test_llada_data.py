@@ -73,6 +73,8 @@ def test_prompt_file_conditions_are_left_padded_to_a_fixed_width_and_null_masks_
     assert torch.equal(null["attention_mask"], a["attention_mask"])
     assert (null["input_ids"][a["attention_mask"] == 1] == tokenizer.mask_id).all()
     assert (null["input_ids"][a["attention_mask"] == 0] == tokenizer.pad_id).all()
+    typed = conditions.from_text(["Hi"])  # dimo sample prompt="Hi": the same encoding as the file's
+    assert torch.equal(typed["input_ids"][0], conditions.splits["train"]["input_ids"][0])
 
 
 def test_prompt_file_train_and_eval_splits_are_disjoint(tokenizer, tmp_path):

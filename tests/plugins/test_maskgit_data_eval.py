@@ -11,7 +11,7 @@ from dimo_core.errors import ConfigError
 from dimo_maskgit.build_assets import maskgit_registry
 from dimo_maskgit.classifier import mean_and_cov
 from dimo_maskgit.data import ClassLabels, FashionMNISTTokens
-from dimo_maskgit.fashion_mnist import load_split, write_split
+from dimo_maskgit.fashion_mnist import CLASS_NAMES, load_split, write_split
 from dimo_maskgit.metrics import InceptionQuality, frechet_distance, inception_score, prdc
 from dimo_maskgit.patch_vq import PatchVQTokenizer, fit_codebook, from_patches, to_patches
 from dimo_maskgit.writer import ImageGrid
@@ -66,6 +66,10 @@ def test_class_labels():
     assert train.dtype == torch.long and 0 <= train.min() and train.max() < 10 and len(train.unique()) == 10
     assert labels.sample(12, g, split="eval").tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1]
     assert labels.null(train[:4]).tolist() == [10] * 4
+    named = ClassLabels(10, CLASS_NAMES)
+    assert named.from_text(["Sneaker", "3", "ankle boot"]).tolist() == [7, 3, 9]
+    with pytest.raises(ConfigError, match="names no class; give an index 0..9 or one of: t-shirt/top"):
+        named.from_text(["cat"])
 
 
 def test_dataset_encodes_each_split_once(fake_fmnist):

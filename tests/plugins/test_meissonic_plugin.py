@@ -75,6 +75,14 @@ def test_the_1024_preset_takes_the_architecture_from_the_folder_and_needs_its_pa
     assert d.init.r_init == 0.5 and d.schedule_clamp == (0.02, 0.98) and d.frozen == ["embed.*", "mlm_layer.*"]
 
 
+def test_prompts_typed_by_the_user_are_encoded_with_the_class_they_name():
+    conditions = context().conditions
+    cond = conditions.from_text(["a sneaker on grass", "a pair of trousers", "a cat"])
+    assert cond["label"].tolist() == [7, 1, -1] and cond["context"].shape[0] == 3
+    assert conditions.text(cond["prompt_id"]) == ["a sneaker on grass", "a pair of trousers", "a cat"]
+    assert conditions.label_of("a t-shirt") == 0  # the longest phrase wins over "shirt"
+
+
 def test_train_teacher_then_distil_then_evaluate(small_fashion_mnist, tmp_path):
     """The whole CPU path at a toy size, on 200 real images, with a random evaluation CNN."""
     from dimo_core.report import evaluate
@@ -100,6 +108,10 @@ def test_train_teacher_then_distil_then_evaluate(small_fashion_mnist, tmp_path):
     assert all(0.0 <= m["prompt_alignment"] <= 1.0 and np.isfinite(m["fd_fmnist_cnn"]) for m in rows.values())
     assert (tmp_path / "run" / "samples.png").is_file()
     assert "prompt_alignment" in (tmp_path / "run" / "report.md").read_text()
+    from dimo_core.runs import sample  # dimo sample plugins=meissonic prompt="...": teacher and student
+    rows = sample(context(*common, f"teacher.path={teacher_file}", "prompt=a photo of a sneaker", "sample.n=3",
+                          "sample.steps=2"))
+    assert list(rows) == ["teacher 2 steps", "student"] and all(v.shape[0] == 3 for v in rows.values())
 
 
 def test_the_committed_teacher_draws_the_class_its_prompt_names(tmp_path):
