@@ -52,7 +52,7 @@ MASKGIT = {
         "aux_samples": "reuse",        # the paper's choice; saves a generator pass
         "warmup_steps": 100,
         "grad_clip": 1.0,
-        "ema": 0.99,                   # a window of ~100 steps: 0.999 lags a 2,500-step run
+        "ema": 0.998,                  # ramped (1+s)/(10+s): a window of ~s/9 steps, ~280 at the end
         # Nothing frozen, unlike the release: with the tied embedding frozen, this small teacher's
         # copy path (a visible code's own embedding, carried by the residual stream to the tied head)
         # keeps the random codes of x_init in the samples; FD 14.2 -> 7.1 at 250 steps once trainable.
