@@ -99,7 +99,6 @@ class SampleConfig(Strict):
     student: str | None = None           # student weights (default: out_dir/student.safetensors)
     seed: int = 0
 
-
     @field_validator("prompt", mode="before")
     @classmethod
     def _one_prompt(cls, v):
@@ -230,8 +229,6 @@ def _split_overrides(overrides: list[str]) -> tuple[dict[str, str], list[str]]:
         key, value = item.split("=", 1)
         if key in ("plugins", "preset", "config"):
             special[key] = value
-        elif key == "prompt":  # shorthand of dimo sample; the text is taken as is (no YAML parsing)
-            rest.append(item)
         else:
             rest.append(item)
     return special, rest
@@ -273,7 +270,7 @@ def load_config(overrides: list[str] = (), registry=None) -> RunConfig:
         merged = OmegaConf.merge(*layers, file_layer)
         for item in rest:  # update, not merge: keys may index lists (eval.metrics[0].reference=...)
             key, value = item.split("=", 1)
-            if key == "prompt":
+            if key == "prompt":  # dimo sample's shorthand; the text is taken as is, never parsed as YAML
                 OmegaConf.update(merged, "sample.prompt", [value])
             else:
                 OmegaConf.update(merged, key, OmegaConf.from_dotlist([f"v={value}"]).v, merge=True)
