@@ -19,6 +19,15 @@ def _device(ctx):
     return getattr(ctx, "device", "cpu")
 
 
+ClassNames = Literal["fashion_mnist"] | list[str] | None
+
+
+def _class_names(option: ClassNames) -> tuple[str, ...] | None:
+    """The `class_names` option of conditions and writer: "fashion_mnist", a list, or None."""
+    names = CLASS_NAMES if option == "fashion_mnist" else option
+    return tuple(names) if names else None
+
+
 @dimo_core.hookimpl
 def register_teachers(register):
     def maskgit(ctx, path: str | None = None, hidden: int = 768, depth: int = 24, heads: int = 16,
@@ -46,9 +55,9 @@ def register_tokenizers(register):
 
 @dimo_core.hookimpl
 def register_conditions(register):
-    def class_labels(ctx, num_classes: int = 10, class_names: Literal["fashion_mnist"] | list[str] | None = None):
+    def class_labels(ctx, num_classes: int = 10, class_names: ClassNames = None):
         """Class labels; class_names lets `dimo sample prompt=sneaker` name a class (indices always work)."""
-        return ClassLabels(num_classes, CLASS_NAMES if class_names == "fashion_mnist" else class_names)
+        return ClassLabels(num_classes, _class_names(class_names))
     register("class_labels", class_labels)
 
 
@@ -75,10 +84,8 @@ def register_metrics(register):
 
 @dimo_core.hookimpl
 def register_writers(register):
-    def image_grid(ctx, class_names: Literal["fashion_mnist"] | list[str] | None = None,
-                   filename: str = "samples.png"):
-        names = CLASS_NAMES if class_names == "fashion_mnist" else class_names
-        return ImageGrid(ctx.tokenizer, tuple(names) if names else None, filename)
+    def image_grid(ctx, class_names: ClassNames = None, filename: str = "samples.png"):
+        return ImageGrid(ctx.tokenizer, _class_names(class_names), filename)
     register("image_grid", image_grid)
 
 
