@@ -49,6 +49,7 @@ class DistillConfig(Strict):
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 0.0
     warmup_steps: int = 100              # linear warm-up, then constant
+    min_lr_ratio: float = 1.0            # cosine decay to lr * min_lr_ratio at the last step (1.0 = constant, the release)
     grad_clip: float | None = 1.0        # generator gradient norm (None = off)
     aux_grad_clip: float | None = None
     ema: float = 0.9999                  # EMA rate of the generator, ramped min(rate, (1+s)/(10+s)); 0 = off

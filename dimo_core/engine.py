@@ -22,6 +22,15 @@ from .masking import sample_masked
 from .sampling import guided_logits, sample_categorical, suppress_mask_column
 
 
+def lr_factor(step: int, warmup_steps: int, steps: int, min_lr_ratio: float) -> float:
+    """Linear warm-up over ``warmup_steps``, then cosine decay to ``min_lr_ratio`` at ``steps``
+    (``min_lr_ratio`` = 1: constant after warm-up, as the Di[M]O release)."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, steps - warmup_steps))
+    return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
 def surrogate_generator_loss(gen_logits: Tensor, g: Tensor, masked: Tensor, normalize: str) -> Tensor:
     """sum_i <stopgrad(g_i), z_theta_i(x_init)> / N: its gradient w.r.t. the generator's logits is g / N.
 
@@ -199,10 +208,11 @@ class DiMOEngine:
         return self.draw_tokens(self.logits(self.generator, x_init, cond, self.cfg.sigma)), cond
 
     def _set_learning_rates(self) -> None:
-        warm = min(1.0, (self.step + 1) / self.cfg.warmup_steps) if self.cfg.warmup_steps else 1.0
-        for opt, lr in ((self.opt_generator, self.cfg.lr_generator), (self.opt_aux, self.cfg.lr_aux)):
+        cfg = self.cfg
+        factor = lr_factor(self.step, cfg.warmup_steps, cfg.steps, cfg.min_lr_ratio)
+        for opt, lr in ((self.opt_generator, cfg.lr_generator), (self.opt_aux, cfg.lr_aux)):
             for group in opt.param_groups:
-                group["lr"] = lr * warm
+                group["lr"] = lr * factor
 
     def _backward(self, loss: Tensor, which: str, mean_over: Tensor | None = None) -> None:
         """``mean_over``: the positions ``loss`` averages; across processes the loss is reweighted so

@@ -18,7 +18,7 @@ from .conditions import conditions_len, index_conditions, where_conditions
 from .config import to_yaml
 from .context import Context
 from .distributed import Parallel
-from .engine import DiMOEngine, masked_cross_entropy
+from .engine import DiMOEngine, lr_factor, masked_cross_entropy
 from .errors import CheckpointError, ConfigError, NonFiniteLossError
 from .memory import ModelShape, estimate_memory, format_bytes, free_memory, peak_memory, reset_peak
 from .masking import mask_ratio, mask_tokens
@@ -277,7 +277,7 @@ def train_teacher(ctx: Context, progress: bool = True) -> Path:
     bar = tqdm(total=cfg.steps, initial=step, desc="train teacher", disable=not progress, dynamic_ncols=True)
     while step < cfg.steps:
         for group in opt.param_groups:
-            group["lr"] = _cosine_lr(cfg, step)
+            group["lr"] = cfg.lr * lr_factor(step, cfg.warmup_steps, cfg.steps, cfg.min_lr_ratio)
         tokens, cond = data.sample(cfg.batch_size, rng)
         tokens = tokens.to(ctx.device)
         x_t, masked = mask_for_training(tokens, cfg, model.mask_id, rng)
@@ -325,13 +325,6 @@ def mask_for_training(tokens, cfg, mask_id: int, rng: torch.Generator):
         return mask_tokens(tokens, r, mask_id, rng)
     masked = torch.rand(tokens.shape, generator=rng, device=rng.device) < r[:, None]
     return tokens.masked_fill(masked, mask_id), masked
-
-
-def _cosine_lr(cfg, step: int) -> float:
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
-    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
 # ---- sampling --------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """The engine against Algorithm 1: surrogate gradients, aux loss, guidance, EMA, state round trip."""
 import copy
+import math
 
 import pytest
 import torch
@@ -89,6 +90,18 @@ def test_engine_steps_with_every_option(dummy, options):
     for pattern_param in options.get("frozen", []):
         name = pattern_param.replace("*", "weight")
         assert torch.equal(engine.generator.state_dict()[name], teacher_before[name])
+
+
+@pytest.mark.parametrize("min_lr_ratio", [1.0, 0.1])
+def test_learning_rates_warm_up_then_decay_to_min_lr_ratio(dummy, min_lr_ratio):
+    engine = make_engine(dummy, steps=6, warmup_steps=2, lr_generator=1e-3, lr_aux=4e-3, min_lr_ratio=min_lr_ratio)
+    seen = []
+    for _ in range(6):
+        engine.train_step()
+        seen += [engine.opt_generator.param_groups[0]["lr"], engine.opt_aux.param_groups[0]["lr"]]
+    cosine = [min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * k / 4)) for k in range(4)]
+    expected = [0.5, 1.0] + cosine   # warm-up (s+1)/2, then cosine over the remaining 4 steps
+    assert seen == pytest.approx([lr * f for f in expected for lr in (1e-3, 4e-3)])
 
 
 def test_frozen_pattern_that_matches_nothing_is_an_error(dummy):
