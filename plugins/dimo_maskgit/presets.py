@@ -65,8 +65,8 @@ MASKGIT = {
     "sample": {"sampler": MASKGIT_SAMPLER, "source": "both", "steps": 8, "guidance": 3.0, "n": 20,
                "temperature": 0.3},
     "eval": {
-        "after_run": True,
-        "student_temperature": 0.3,             # `dimo run plugins=maskgit` ends with the report and the grid
+        "after_run": True,             # `dimo run plugins=maskgit` ends with the report and the grid
+        "student_temperature": 0.3,
         "teacher_steps": [1, 2, 4, 8, 16, 32],
         "student_steps": [1],
         "samples": 2000,
