@@ -39,6 +39,7 @@ class DistillConfig(Strict):
     schedule_clamp: tuple[float, float] | None = None  # Meissonic's release clamps r to [0.02, 0.98]
     guidance: float = 1.0                # teacher CFG weight during distillation (1.0 = off in "standard" form)
     guidance_form: Literal["standard", "maskgit"] = "standard"  # u + w(c-u) | c + w(c-u)
+    guidance_ramp: bool = False          # weight w * t(r) by each row's mask ratio r, as a ramped sampler (off: the release)
     normalize: Literal["batch", "masked"] = "batch"  # divide by B (release) | by L_M per sample (paper)
     aux_samples: Literal["fresh", "reuse"] = "fresh"  # fresh x_init + generator sample (release) | reuse x_theta (paper)
     aux_updates: int = 1                 # aux updates per generator update

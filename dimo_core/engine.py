@@ -18,8 +18,8 @@ from .conditions import index_conditions
 from .config import DistillConfig
 from .distributed import Parallel, as_local_scalar, unwrap
 from .errors import CheckpointError, ConfigError, NonFiniteLossError
-from .masking import sample_masked
-from .sampling import guided_logits, sample_categorical, suppress_mask_column
+from .masking import sample_masked, schedule_progress
+from .sampling import guided_logits, sample_categorical, suppress_mask_column, unguided_weight
 
 
 def lr_factor(step: int, warmup_steps: int, steps: int, min_lr_ratio: float) -> float:
@@ -199,7 +199,17 @@ class DiMOEngine:
     def teacher_logits(self, x_t: Tensor, cond) -> Tensor:
         null = self.conditions.null(cond) if cond is not None else None
         return guided_logits(lambda x, c: self.logits(self.teacher, x, c), x_t, cond, null,
-                             self.cfg.guidance, self.cfg.guidance_form)
+                             self.guidance_weight(x_t), self.cfg.guidance_form)
+
+    def guidance_weight(self, x_t: Tensor) -> float | Tensor:
+        """The distillation guidance: constant (the release), or with ``guidance_ramp`` per row the
+        weight a MaskGit sampler ramping from 0 would use at this row's mask ratio r: w at t(r)."""
+        w = self.cfg.guidance
+        if not self.cfg.guidance_ramp:
+            return w
+        off = unguided_weight(self.cfg.guidance_form)
+        r = (x_t == self.mask_id).float().mean(1)
+        return off + (w - off) * schedule_progress(self.cfg.schedule, r)
 
     @torch.no_grad()
     def generator_samples(self, n: int):

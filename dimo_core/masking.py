@@ -27,6 +27,18 @@ SCHEDULES = {"arccos": arccos_schedule, "cosine": cosine_schedule,
              "linear": linear_schedule, "square": square_schedule}
 
 
+# t(r): the inverse of each schedule, the sampling progress at which a sampler sees mask ratio r
+SCHEDULE_INVERSES = {"arccos": lambda r: torch.cos(math.pi * r / 2),
+                     "cosine": lambda r: torch.arccos(r) / (math.pi / 2),
+                     "linear": lambda r: 1 - r,
+                     "square": lambda r: torch.sqrt(1 - r)}
+
+
+def schedule_progress(schedule: str, r: Tensor) -> Tensor:
+    """The time t in [0, 1] at which ``schedule`` leaves mask ratio r (0 = all masked, 1 = none)."""
+    return SCHEDULE_INVERSES[schedule](r.clamp(0, 1))
+
+
 def mask_ratio(schedule: str, t: Tensor, clamp: tuple[float, float] | None = None) -> Tensor:
     """Ratio of masked tokens at time t ~ U(0, 1) (t = 0: all masked, t = 1: none)."""
     try:

@@ -22,15 +22,23 @@ def suppress_mask_column(logits: Tensor, mask_id: int) -> Tensor:
     return logits.index_fill(-1, torch.tensor([mask_id], device=logits.device), torch.finfo(logits.dtype).min)
 
 
-def guidance_is_off(w: float, form: GuidanceForm) -> bool:
-    return w == (1.0 if form == "standard" else 0.0)
+def unguided_weight(form: GuidanceForm) -> float:
+    """The weight at which each guidance form gives the conditional logits."""
+    return 1.0 if form == "standard" else 0.0
 
 
-def guided_logits(model: LogitsFn, x: Tensor, cond: Cond, null_cond: Cond, w: float,
+def guidance_is_off(w: float | Tensor, form: GuidanceForm) -> bool:
+    return bool((torch.as_tensor(w) == unguided_weight(form)).all())
+
+
+def guided_logits(model: LogitsFn, x: Tensor, cond: Cond, null_cond: Cond, w: float | Tensor,
                   form: GuidanceForm = "standard") -> Tensor:
     """Classifier-free guidance in one pass over a doubled batch.
 
-    standard: u + w (c - u) (w = 1: conditional);  maskgit: c + w (c - u) (w = 0: conditional)."""
+    standard: u + w (c - u) (w = 1: conditional);  maskgit: c + w (c - u) (w = 0: conditional).
+    ``w`` is a number or a per-row tensor of shape (batch,)."""
+    if isinstance(w, Tensor):
+        w = w.view(-1, *([1] * (x.dim())))   # (B,) -> (B, 1, 1): broadcasts over positions and vocabulary
     if cond is None or guidance_is_off(w, form):
         return model(x, cond)
     c, u = model(torch.cat([x, x]), cat_conditions(cond, null_cond)).chunk(2)
@@ -97,7 +105,7 @@ class ConfidenceSampler:
         """MaskGit v1.0's ramp: w * s / steps, so step 0 is unguided and the last step gets w (steps-1)/steps."""
         if not self.guidance_ramp:
             return w
-        off = 1.0 if self.guidance_form == "standard" else 0.0
+        off = unguided_weight(self.guidance_form)
         return off + (w - off) * s / steps
 
     def _temperature(self, progress: float) -> float:

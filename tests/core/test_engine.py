@@ -69,6 +69,32 @@ def test_guidance_one_doubled_batch():
     calls.clear()
     guided_logits(model, x, cond, null, 1.0, "standard")
     assert calls == [2]  # w = 1 in standard form is the conditional model: one pass
+    out = guided_logits(model, x, cond, null, torch.tensor([1.0, 3.0]), "standard")  # one weight per row
+    assert torch.allclose(out[:, 0, 0], torch.tensor([3.0, 13.0]))
+
+
+@pytest.mark.parametrize("form", ["standard", "maskgit"])
+def test_guidance_ramp_weights_rows_by_their_mask_ratio(dummy, form):
+    """Row with ratio r gets off + (w - off) t(r), t = cos(pi r / 2) for arccos: the weight MaskGit's
+    ramped sampler uses when its input has that ratio; all masked -> unguided."""
+    engine = make_engine(dummy, guidance=3.0, guidance_form=form, guidance_ramp=True, schedule="arccos")
+    length, mask_id = engine.seq_len, engine.mask_id
+    x_t = torch.zeros(3, length, dtype=torch.long)
+    x_t[0] = mask_id                       # r = 1
+    x_t[1, : length // 2] = mask_id        # r = 1/2 (even length in the fixture) or close
+    x_t[2, :1] = mask_id                   # r = 1 / L
+    r = (x_t == mask_id).double().mean(1)
+    off = 1.0 if form == "standard" else 0.0
+    expected = off + (3.0 - off) * torch.cos(math.pi * r / 2)
+    assert torch.allclose(engine.guidance_weight(x_t).double(), expected, atol=1e-6)
+    assert float(engine.guidance_weight(x_t)[0]) == pytest.approx(off, abs=1e-6)
+    cond = engine.conditions.sample(3, torch.Generator().manual_seed(0))
+    null = engine.conditions.null(cond)
+    teacher = lambda x, c: engine.logits(engine.teacher, x, c)   # noqa: E731
+    rows = [guided_logits(teacher, x_t[i:i + 1], cond[i:i + 1], null[i:i + 1], float(expected[i]), form)
+            for i in range(3)]
+    assert torch.allclose(engine.teacher_logits(x_t, cond), torch.cat(rows), atol=1e-4)
+    assert make_engine(dummy, guidance=3.0).guidance_weight(x_t) == 3.0   # off: the release's constant weight
 
 
 def make_engine(dummy, **overrides):

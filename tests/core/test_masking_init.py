@@ -4,13 +4,20 @@ import pytest
 import torch
 
 from dimo_core.init import perturb_embeddings, random_init
-from dimo_core.masking import mask_ratio, mask_tokens, sample_masked
+from dimo_core.masking import mask_ratio, mask_tokens, sample_masked, schedule_progress
 
 
 @pytest.mark.parametrize("schedule,t,expected", [("arccos", 0.0, 1.0), ("arccos", 1.0, 0.0), ("cosine", 0.5, math.cos(math.pi / 4)),
                                                  ("linear", 0.25, 0.75), ("square", 0.5, 0.75)])
 def test_schedules(schedule, t, expected):
     assert float(mask_ratio(schedule, torch.tensor(t))) == pytest.approx(expected, abs=1e-6)
+
+
+@pytest.mark.parametrize("schedule", ["arccos", "cosine", "linear", "square"])
+def test_schedule_progress_inverts_the_schedule(schedule):
+    t = torch.linspace(0, 1, 11, dtype=torch.float64)
+    assert torch.allclose(schedule_progress(schedule, mask_ratio(schedule, t)), t, atol=1e-6)
+    assert float(schedule_progress(schedule, torch.tensor(1.0))) == pytest.approx(0.0, abs=1e-6)  # all masked: start
 
 
 def test_unknown_schedule_names_the_choices():
