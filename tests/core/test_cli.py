@@ -90,6 +90,14 @@ def test_run_eval_sample_end_to_end(tiny_teacher, tmp_path):
     assert proc.returncode == 2 and "cannot be given as text" in proc.stderr
 
 
+def test_teacher_only_eval_needs_no_student(tiny_teacher, tmp_path):
+    proc = dimo("eval", *run_args(tiny_teacher, tmp_path), "eval.samples=32", "eval.teacher_steps=[2]", check=False)
+    assert proc.returncode == 2 and "no student at" in proc.stderr   # a student row asked for, none there
+    dimo("eval", *run_args(tiny_teacher, tmp_path), "eval.samples=32", "eval.teacher_steps=[2]", "eval.student_steps=[]")
+    rows = json.loads((tmp_path / "report.json").read_text())["rows"]
+    assert [(r["sampler"], r["steps"]) for r in rows] == [("teacher", 2)]
+
+
 def test_a_partly_frozen_student_keeps_trained_tensors_and_samples_over_its_teacher(tiny_teacher, tmp_path):
     args = [*run_args(tiny_teacher, tmp_path, steps=2), "distill.frozen=[token_embedding.*,position_embedding]"]
     dimo("run", *args)
