@@ -2,13 +2,15 @@
 
     python -m dimo_meissonic.build_assets text
         assets/fmnist/tokenizer/     word-level CLIP tokenizer of every caption word
-        assets/fmnist/text_encoder/  CLIPTextModelWithProjection at toy size, random and frozen (seeded)
+        assets/fmnist/text_encoder/  CLIPTextModelWithProjection at toy size, pretrained as a tiny CLIP
+                                     against Fashion-MNIST images (tiny_clip.py); frozen afterwards
     python -m dimo_meissonic.build_assets transformer --teacher runs/meissonic-teacher/teacher.safetensors
         assets/fmnist/transformer/   config.json + diffusion_pytorch_model.safetensors, from the output
                                      of `dimo train-teacher plugins=meissonic` (see README.md)
 
-The text encoder stays random on purpose: the transformer learns to read its features (as Meissonic
-reads a frozen CLIP), and class names still map to distinct, fixed vectors.
+The transformer then learns to read the frozen encoder's features, as Meissonic reads a frozen CLIP.
+``--clip-steps 0`` keeps the encoder random (what the first bundled teacher used; it generalised
+poorly to held-out caption templates, see README.md).
 """
 from __future__ import annotations
 
@@ -23,18 +25,25 @@ from .plugin import BUNDLED_FOLDER
 from .prompts import caption_words
 from .teacher import build_teacher, save_transformer_folder
 from .text import build_clip_tokenizer, tiny_clip_text_config
+from .tiny_clip import train_text_encoder
 
 
-def build_text(folder: Path, projection_dim: int, max_length: int, hidden_size: int, layers: int, seed: int) -> None:
+def build_text(folder: Path, projection_dim: int, max_length: int, hidden_size: int, layers: int, seed: int,
+               clip_steps: int, root: str | None = None) -> None:
     from transformers import CLIPTextModelWithProjection
     tokenizer = build_clip_tokenizer(caption_words(), max_length)
-    tokenizer.save_pretrained(str(folder / "tokenizer"))
     torch.manual_seed(seed)
     config = tiny_clip_text_config(len(tokenizer), max_length, projection_dim, hidden_size, layers)
     encoder = CLIPTextModelWithProjection(config).eval()
+    tokenizer.save_pretrained(str(folder / "tokenizer"))  # before training sets its padding state
+    if clip_steps:
+        from dimo_maskgit.fashion_mnist import load_split
+        images, labels = load_split("train", root)
+        train_text_encoder(encoder, tokenizer, images, labels, steps=clip_steps, seed=seed, max_length=max_length)
     encoder.save_pretrained(str(folder / "text_encoder"))
     n = sum(p.numel() for p in encoder.parameters())
-    print(f"wrote {folder}/tokenizer ({len(tokenizer)} tokens) and {folder}/text_encoder ({n / 1e3:.0f} k parameters)")
+    print(f"wrote {folder}/tokenizer ({len(tokenizer)} tokens) and {folder}/text_encoder ({n / 1e3:.0f} k parameters, "
+          f"{clip_steps} tiny-CLIP steps)")
 
 
 def build_transformer(folder: Path, teacher_file: Path) -> None:
@@ -53,18 +62,21 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m dimo_meissonic.build_assets", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="asset", required=True)
-    text = sub.add_parser("text", help="CLIP tokenizer and random frozen CLIP text encoder")
+    text = sub.add_parser("text", help="CLIP tokenizer and the tiny-CLIP-pretrained text encoder")
     text.add_argument("--projection-dim", type=int, default=64, help="= the transformer's hidden size")
     text.add_argument("--max-length", type=int, default=16, help="prompt tokens, padded")
     text.add_argument("--hidden-size", type=int, default=64)
     text.add_argument("--layers", type=int, default=2)
     text.add_argument("--seed", type=int, default=0)
+    text.add_argument("--clip-steps", type=int, default=1000, help="tiny-CLIP pretraining steps (0: random)")
+    text.add_argument("--fashion-mnist", default=None, help="folder of the Fashion-MNIST idx files")
     trans = sub.add_parser("transformer", help="package a trained teacher.safetensors as transformer/")
     trans.add_argument("--teacher", type=Path, required=True)
     parser.add_argument("--out", type=Path, default=BUNDLED_FOLDER)
     args = parser.parse_args(argv)
     if args.asset == "text":
-        build_text(args.out, args.projection_dim, args.max_length, args.hidden_size, args.layers, args.seed)
+        build_text(args.out, args.projection_dim, args.max_length, args.hidden_size, args.layers, args.seed,
+                   args.clip_steps, args.fashion_mnist)
     else:
         build_transformer(args.out, args.teacher)
 
