@@ -43,6 +43,12 @@ def class_words() -> set[str]:
     return {w for phrase in CLASS_PHRASES for w in re.findall(r"[a-z]+", phrase)} - {"a", "an", "pair", "of"}
 
 
+def distractor_words() -> list[str]:
+    """Vocabulary words that name no class: what ``p_insert`` may add to a caption."""
+    nouns = class_words()
+    return [w for w in caption_words() if w.isalpha() and w not in nouns]
+
+
 def perturbed_caption(label: int, rng: torch.Generator, distractors: list[str], p_insert: float,
                       p_drop: float) -> str:
     """A training-template caption of the class, with template words dropped and vocabulary words inserted."""
@@ -57,14 +63,13 @@ def perturbed_caption(label: int, rng: torch.Generator, distractors: list[str], 
     return " ".join(words)
 
 
-def train_text_encoder(encoder, tokenizer, images: Tensor, labels: Tensor, steps: int = 1500,
+def train_text_encoder(encoder, tokenizer, images: Tensor, labels: Tensor, steps: int = 1000,
                        batch_size: int = 256, lr: float = 1e-3, p_insert: float = 0.0, p_drop: float = 0.2,
                        seed: int = 0, max_length: int = 16, log=print) -> list[dict]:
     """CLIP's contrastive loss on (image, perturbed caption) pairs; trains ``encoder`` in place."""
     rng = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    nouns = class_words()
-    distractors = [w for w in caption_words() if w.isalpha() and w not in nouns]
+    distractors = distractor_words()
     tower = ImageTower(encoder.config.projection_dim)
     logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))  # CLIP's initial temperature
     params = list(encoder.parameters()) + list(tower.parameters()) + [logit_scale]
