@@ -179,3 +179,21 @@ def test_inception_path_computes_fid_and_is(monkeypatch, tmp_path):
     torch.manual_seed(0)  # the same stand-in weights
     out = InceptionQuality(tok, str(tmp_path / "ref.npz"), batch_size=16)(codes, None)
     assert out["fid_inception"] == pytest.approx(0.0, abs=1e-6) and 1.0 <= out["is_inception"] <= 4.0
+
+
+def test_tokenizer_floor_equals_raw_scores_for_a_lossless_tokenizer(tmp_path):
+    """Images made of codebook patches pass through the tokenizer unchanged, so the tokenized floor
+    must score exactly what the raw images score; balanced draws take every class equally."""
+    from dimo_maskgit.floor import balanced_draw, floor
+    g = torch.Generator().manual_seed(0)
+    tok = PatchVQTokenizer(torch.randint(0, 256, (8, 16), generator=g).float() / 255)
+    tok.save(tmp_path / "vq.safetensors")
+    for split, n in (("train", 60), ("test", 30)):
+        images = tok.decode(torch.randint(0, 8, (n, 49), generator=g))
+        write_split(tmp_path, split, (images[:, 0] * 255).round().to(torch.uint8).numpy(), (torch.arange(n) % 10).numpy())
+    labels = load_split("train", str(tmp_path))[1]
+    pick = balanced_draw(labels, 3, seed=0)
+    assert len(set(pick.tolist())) == 30 and torch.bincount(labels[pick]).tolist() == [3] * 10
+    result = floor(tmp_path / "vq.safetensors", samples=30, draws=2, root=str(tmp_path))
+    assert result["tokenized"] == result["raw"] and len(result["raw"]) == 2
+    assert result["raw"][0]["fd_fmnist_cnn"] != result["raw"][1]["fd_fmnist_cnn"]  # two different draws
