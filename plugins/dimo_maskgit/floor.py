@@ -23,7 +23,7 @@ from .patch_vq import BUNDLED, PatchVQTokenizer
 
 
 class _Identity:
-    """A 'tokenizer' whose codes are the images themselves: scores the raw pictures."""
+    """A 'tokenizer' whose codes are the pictures themselves, so ImageQuality scores pictures."""
 
     def decode(self, images):
         return images
@@ -43,12 +43,13 @@ def floor(tokenizer_path=BUNDLED, samples: int = 2000, draws: int = 4, root: str
     """{'tokenized': [metrics per draw], 'raw': [metrics per draw]} of real training images."""
     images, labels = load_split("train", root)
     tokenizer = PatchVQTokenizer.load(tokenizer_path)
-    through_tokenizer, raw = ImageQuality(tokenizer, root=root), ImageQuality(_Identity(), root=root)
+    score = ImageQuality(_Identity(), root=root)  # one metric over pictures: raw, or encoded and decoded
+    per_class = samples // len(labels.unique())
     out = {"tokenized": [], "raw": []}
     for seed in range(draws):
-        pick = balanced_draw(labels, samples // 10, seed)
-        out["tokenized"].append(through_tokenizer(tokenizer.encode(images[pick]), labels[pick]))
-        out["raw"].append(raw(images[pick], labels[pick]))
+        pick = balanced_draw(labels, per_class, seed)
+        out["tokenized"].append(score(tokenizer.decode(tokenizer.encode(images[pick])), labels[pick]))
+        out["raw"].append(score(images[pick], labels[pick]))
     return out
 
 
