@@ -48,12 +48,23 @@ def guided_logits(model: LogitsFn, x: Tensor, cond: Cond, null_cond: Cond, w: fl
 def sample_categorical(logits: Tensor, generator: torch.Generator, temperature: float = 1.0) -> Tensor:
     """x ~ Categorical(softmax(logits / temperature)) per position; argmax at temperature 0.
 
-    Gumbel-max in float64, so rare tokens are drawn with the right frequency."""
+    Inverse CDF with one float64 uniform per position (a Gumbel-max draw needs one per vocabulary
+    entry, which dominated sampling time on large vocabularies). Probabilities keep the logits'
+    relative precision and are summed in float64, so a token of probability 1e-12 still owns an
+    interval of that width; tokens of probability 0 (a suppressed mask column) own none."""
     if temperature == 0:
         return logits.argmax(-1)
-    u = torch.rand(logits.shape, generator=generator, device=generator.device, dtype=torch.float64)
-    gumbel = -torch.log(-torch.log(u.clamp_min(1e-300)))
-    return (logits.double() / temperature + gumbel.to(logits.device)).argmax(-1)
+    return draw_from_probs(torch.softmax(logits.float() / temperature, -1), generator)
+
+
+def draw_from_probs(probs: Tensor, generator: torch.Generator) -> Tensor:
+    """Index i with cdf[i-1] <= u * total < cdf[i]: each token's interval is half-open, so one of
+    zero width is never hit, and u < 1 keeps u * total below the total."""
+    cdf = probs.double().cumsum(-1)
+    total = cdf[..., -1:]
+    u = torch.rand(probs.shape[:-1] + (1,), generator=generator, device=generator.device, dtype=torch.float64)
+    target = torch.minimum(u.to(cdf.device) * total, torch.nextafter(total, torch.zeros_like(total)))
+    return torch.searchsorted(cdf, target, right=True)[..., 0]
 
 
 def masked_after_step(schedule: str, s: int, steps: int, n_masked0: Tensor, still_masked: Tensor) -> Tensor:
@@ -89,8 +100,9 @@ class ConfidenceSampler:
             w = self._guidance(guidance, s, steps)
             logits = suppress_mask_column(guided_logits(model, x, cond, null_cond, w, self.guidance_form).float(), mask_id)
             temperature = self._temperature(progress)
-            drawn = sample_categorical(logits, generator, temperature)
-            conf = F.log_softmax(logits / max(temperature, 1e-6), -1).gather(-1, drawn[..., None])[..., 0]
+            log_probs = F.log_softmax(logits / max(temperature, 1e-6), -1)
+            drawn = logits.argmax(-1) if temperature == 0 else draw_from_probs(log_probs.exp(), generator)
+            conf = log_probs.gather(-1, drawn[..., None])[..., 0]
             if self.r_temp:
                 u = torch.rand(conf.shape, generator=generator, device=generator.device, dtype=torch.float64)
                 conf = conf + (self.r_temp * (1 - progress) * -torch.log(-torch.log(u.clamp_min(1e-300)))).to(conf)

@@ -1,6 +1,8 @@
+import pytest
 import torch
 
-from dimo_core.sampling import AncestralSampler, ConfidenceSampler, masked_after_step, student_sample
+from dimo_core import sampling
+from dimo_core.sampling import AncestralSampler, ConfidenceSampler, masked_after_step, sample_categorical, student_sample
 
 
 def uniform_model(vocab=5):
@@ -49,3 +51,36 @@ def test_guidance_ramps_as_maskgit_v1_from_zero_at_the_first_step():
     standard = ConfidenceSampler(guidance_form="standard")
     assert [standard._guidance(3.0, s, 2) for s in range(2)] == [1.0, 2.0]  # u + w(c-u): 1 is unguided
     assert ConfidenceSampler(guidance_ramp=False)._guidance(3.0, 0, 4) == 3.0
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.5])
+def test_categorical_draws_follow_the_tempered_softmax(temperature):
+    logits = torch.tensor([2.0, 1.0, 0.0, -3.0, torch.finfo(torch.float32).min])
+    n = 200_000
+    drawn = sample_categorical(logits.expand(n, 5), torch.Generator().manual_seed(0), temperature)
+    counts = torch.bincount(drawn, minlength=5).double()
+    p = torch.softmax(logits.double() / temperature, -1)
+    # each count is Binomial(n, p_i): within 5 standard deviations, and the -inf column never drawn
+    assert ((counts - n * p).abs() <= 5 * (n * p * (1 - p)).sqrt() + 1e-9).all(), (counts / n, p)
+    assert counts[4] == 0
+    assert (sample_categorical(logits.expand(3, 5), torch.Generator(), 0.0) == 0).all()
+
+
+def test_inverse_cdf_never_lands_on_a_zero_probability_token_at_either_end(monkeypatch):
+    """u = 0 and the largest u below 1 are the edges of the draw: zero-width intervals at the start
+    and the end of the vocabulary (a suppressed mask column, say) must not be hit."""
+    probs = torch.tensor([[0.0, 0.25, 0.75, 0.0]])
+    for u in (0.0, 1.0 - 2.0 ** -53):
+        monkeypatch.setattr(sampling.torch, "rand", lambda shape, **kw: torch.full(shape, u, dtype=torch.float64))
+        assert int(sampling.draw_from_probs(probs, torch.Generator())[0]) == (1 if u == 0 else 2)
+
+
+def test_rare_tokens_keep_their_frequency():
+    """A token of probability 1e-3 in the middle of 1,024 others is drawn at that rate."""
+    p_rare = 1e-3
+    probs = torch.full((1024,), (1 - p_rare) / 1023)
+    probs[700] = p_rare
+    n = 50_000
+    drawn = sample_categorical(probs.log().expand(n, 1024), torch.Generator().manual_seed(1))
+    hits = int((drawn == 700).sum())
+    assert abs(hits - n * p_rare) <= 5 * (n * p_rare) ** 0.5
