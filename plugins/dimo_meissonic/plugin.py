@@ -109,6 +109,8 @@ def _preset(name: str, with_bundled_paths: bool) -> dict:
     if with_bundled_paths:  # paths in the YAML are relative to assets/
         preset["teacher"]["path"] = str(ASSETS / preset["teacher"]["path"])
         preset["conditions"]["path"] = str(ASSETS / preset["conditions"]["path"])
+        if preset["tokenizer"].get("patch_tokenizer"):
+            preset["tokenizer"]["patch_tokenizer"] = str(ASSETS / preset["tokenizer"]["patch_tokenizer"])
     return preset
 
 
