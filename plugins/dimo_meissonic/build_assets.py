@@ -4,6 +4,9 @@
         assets/fmnist/tokenizer/     word-level CLIP tokenizer of every caption word
         assets/fmnist/text_encoder/  CLIPTextModelWithProjection at toy size, pretrained as a tiny CLIP
                                      against Fashion-MNIST images (tiny_clip.py); frozen afterwards
+    python -m dimo_maskgit.build_assets tokenizer --codebook-size 1024 \
+        --out plugins/dimo_meissonic/assets/fmnist_patch_vq_1024.safetensors
+        the 1024-code patch VQ (the maskgit plugin's builder; its own default has 256 codes)
     python -m dimo_meissonic.build_assets transformer --teacher runs/meissonic-teacher/teacher.safetensors
         assets/fmnist/transformer/   config.json + diffusion_pytorch_model.safetensors, from the output
                                      of `dimo train-teacher plugins=meissonic` (see README.md)
