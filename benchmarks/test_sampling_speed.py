@@ -1,8 +1,8 @@
-"""Student (one pass) against the teacher at 16 steps, same model, same batch, one run."""
+"""Student (one pass) against the teacher at 16 steps, same model, same batch, one run; the categorical draw."""
 import torch
 
 from dimo_core.init import RandomMaskInit
-from dimo_core.sampling import ConfidenceSampler, student_sample
+from dimo_core.sampling import ConfidenceSampler, sample_categorical, student_sample
 from timing import median_seconds
 
 BATCH = 32
@@ -43,3 +43,22 @@ def test_student_vs_teacher(benchmark, model_and_conditions):
     print(f"\nstudent / one teacher forward = {t_student / t_forward:.3f}; teacher@16 / student = "
           f"{t_teacher / t_student:.1f}x; teacher@16 with guidance / student = {t_teacher_cfg / t_student:.1f}x")
     assert t_student / t_forward <= 1.1
+
+
+def gumbel_max(logits: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """The textbook exact draw, for comparison: argmax(logits + Gumbel) with a float64 uniform per code."""
+    u = torch.rand(logits.shape, generator=generator, dtype=torch.float64)
+    return (logits.double() - torch.log(-torch.log(u.clamp_min(1e-300)))).argmax(-1)
+
+
+def test_categorical_draw_vs_gumbel_max(benchmark):
+    """sample_categorical (inverse CDF, one uniform per position) against Gumbel-max, which needs
+    one per code: an evaluation batch of the meissonic default, 250 x 49 positions x 1,025 codes."""
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(250, 49, 1025, generator=g) * 3
+    benchmark.pedantic(lambda: sample_categorical(logits, g), rounds=5, warmup_rounds=1)
+    t_draw = benchmark.stats.stats.median
+    t_gumbel = median_seconds(lambda: gumbel_max(logits, g), repeats=5, warmup=1)
+    benchmark.extra_info["gumbel_max_over_inverse_cdf"] = t_gumbel / t_draw
+    print(f"\nGumbel-max / inverse-CDF draw = {t_gumbel / t_draw:.1f}x")
+    assert t_gumbel / t_draw > 1.5
