@@ -49,9 +49,9 @@ def sample_categorical(logits: Tensor, generator: torch.Generator, temperature: 
     """x ~ Categorical(softmax(logits / temperature)) per position; argmax at temperature 0.
 
     Inverse CDF with one float64 uniform per position (a Gumbel-max draw needs one per vocabulary
-    entry, which dominated sampling time on large vocabularies). Probabilities keep the logits'
-    relative precision and are summed in float64, so a token of probability 1e-12 still owns an
-    interval of that width; tokens of probability 0 (a suppressed mask column) own none."""
+    entry, which dominated sampling time on large vocabularies). Probabilities are computed in
+    float32, whose precision is relative, and summed in float64, so a token of probability 1e-12
+    still owns an interval of that width; tokens of probability 0 (a suppressed mask column) own none."""
     if temperature == 0:
         return logits.argmax(-1)
     return draw_from_probs(torch.softmax(logits.float() / temperature, -1), generator)
