@@ -124,4 +124,4 @@ def test_the_committed_teacher_draws_the_class_its_prompt_names(tmp_path):
     tokens = draw_teacher(ctx, sampler, cond, 50, 8, ctx.config.eval.guidance, torch.Generator().manual_seed(0))
     _, probs = features_and_probs(load_classifier()[0], ctx.tokenizer.decode(tokens))
     accuracy = (probs.argmax(1) == cond["label"]).double().mean().item()
-    assert accuracy > 0.5, accuracy   # 0.973 on 2,000 prompts in README.md; chance is 0.1
+    assert accuracy > 0.5, accuracy   # 0.974 on 2,000 prompts in README.md; chance is 0.1
