@@ -3,6 +3,7 @@ import torch
 
 from dimo_core.init import RandomMaskInit
 from dimo_core.sampling import ConfidenceSampler, sample_categorical, student_sample
+from dimo_llada.sampler import gumbel_candidates  # float64 Gumbel-max, as the LLaDA release draws
 from timing import median_seconds
 
 BATCH = 32
@@ -45,12 +46,6 @@ def test_student_vs_teacher(benchmark, model_and_conditions):
     assert t_student / t_forward <= 1.1
 
 
-def gumbel_max(logits: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """The textbook exact draw, for comparison: argmax(logits + Gumbel) with a float64 uniform per code."""
-    u = torch.rand(logits.shape, generator=generator, dtype=torch.float64)
-    return (logits.double() - torch.log(-torch.log(u.clamp_min(1e-300)))).argmax(-1)
-
-
 def test_categorical_draw_vs_gumbel_max(benchmark):
     """sample_categorical (inverse CDF, one uniform per position) against Gumbel-max, which needs
     one per code: an evaluation batch of the meissonic default, 250 x 49 positions x 1,025 codes."""
@@ -58,7 +53,7 @@ def test_categorical_draw_vs_gumbel_max(benchmark):
     logits = torch.randn(250, 49, 1025, generator=g) * 3
     benchmark.pedantic(lambda: sample_categorical(logits, g), rounds=5, warmup_rounds=1)
     t_draw = benchmark.stats.stats.median
-    t_gumbel = median_seconds(lambda: gumbel_max(logits, g), repeats=5, warmup=1)
+    t_gumbel = median_seconds(lambda: gumbel_candidates(logits, 1.0, g), repeats=5, warmup=1)
     benchmark.extra_info["gumbel_max_over_inverse_cdf"] = t_gumbel / t_draw
     print(f"\nGumbel-max / inverse-CDF draw = {t_gumbel / t_draw:.1f}x")
     assert t_gumbel / t_draw > 1.5
