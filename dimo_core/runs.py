@@ -7,6 +7,7 @@ import math
 import os
 import shutil
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -341,14 +342,27 @@ def draw_teacher(ctx: Context, sampler, cond, n: int, steps: int, guidance: floa
                    mask_id=teacher.mask_id, generator=generator)
 
 
+@contextmanager
+def global_rng_from(generator: torch.Generator):
+    """Run the block on torch's global RNG seeded from ``generator``, then restore the global state.
+
+    Plugins draw the embedding noise (``perturb_embeddings``) from the global RNG. Without this, a
+    student row would depend on what the process did before it (training, earlier rows)."""
+    seed = int(torch.randint(0, 2 ** 62, (), generator=generator, device=generator.device))
+    with torch.random.fork_rng(devices=[generator.device] if generator.device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
+
+
 @torch.no_grad()
 def draw_student(ctx: Context, student, cond, n: int, steps: int, temperature: float, generator) -> torch.Tensor:
     init = ctx.build("init_strategies", ctx.config.distill.init, "distill.init")
     x_init = init(n, student.seq_len, student.vocab_size, student.mask_id, generator, ctx.device)
     r_init = getattr(init, "r_init", 0.6)
-    return student_sample(model_fn(student, ctx.config.distill.sigma), x_init, cond, mask_id=student.mask_id,
-                          generator=generator, temperature=temperature, steps=steps,
-                          r_init=r_init if isinstance(r_init, float) else sum(r_init) / 2)
+    with global_rng_from(generator):
+        return student_sample(model_fn(student, ctx.config.distill.sigma), x_init, cond, mask_id=student.mask_id,
+                              generator=generator, temperature=temperature, steps=steps,
+                              r_init=r_init if isinstance(r_init, float) else sum(r_init) / 2)
 
 
 def prompt_conditions(ctx: Context, prompts: list[str], n: int):

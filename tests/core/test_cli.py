@@ -60,11 +60,15 @@ def test_tokenizer_disagreeing_with_the_teacher_is_refused(tiny_teacher, tmp_pat
 
 def test_run_eval_sample_end_to_end(tiny_teacher, tmp_path):
     out = tmp_path / "run"
-    evaluation = ["eval.samples=64", "eval.batch_size=32", "eval.teacher_steps=[1,4]"]
+    evaluation = ["eval.samples=64", "eval.batch_size=32", "eval.teacher_steps=[1,4]", "distill.sigma=0.8"]
     printed = dimo("run", *run_args(tiny_teacher, out), *evaluation, "eval.after_run=true").stdout
     assert (out / "student.safetensors").exists() and (out / "checkpoints" / "latest.json").exists()
     assert "| student | 1 |" in printed and (out / "report.json").exists()  # eval.after_run: run, then eval
+    after_training = json.loads((out / "report.json").read_text())["rows"][-1]
     (out / "report.json").unlink()
+    dimo("eval", *run_args(tiny_teacher, out), *evaluation, "eval.teacher_steps=[]")  # a fresh process, no other rows
+    alone = json.loads((out / "report.json").read_text())["rows"]
+    assert len(alone) == 1 and alone[0]["metrics"] == after_training["metrics"]  # sigma 0.8: the noise changes tokens
     log = [json.loads(l) for l in (out / "train_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [1, 2, 3, 4, 5, 6]
     dimo("eval", *run_args(tiny_teacher, out), *evaluation)
