@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import math
 import os
@@ -347,8 +348,10 @@ def global_rng_from(generator: torch.Generator):
     """Run the block on torch's global RNG seeded from ``generator``, then restore the global state.
 
     Plugins draw the embedding noise (``perturb_embeddings``) from the global RNG. Without this, a
-    student row would depend on what the process did before it (training, earlier rows)."""
-    seed = int(torch.randint(0, 2 ** 62, (), generator=generator, device=generator.device))
+    student row would depend on what the process did before it (training, earlier rows). The seed is
+    a hash of the generator's state, so the generator's own stream (x_init, the draw) is untouched."""
+    digest = hashlib.blake2b(generator.get_state().numpy().tobytes(), digest_size=8).digest()
+    seed = int.from_bytes(digest, "little") >> 1
     with torch.random.fork_rng(devices=[generator.device] if generator.device.type == "cuda" else []):
         torch.manual_seed(seed)
         yield

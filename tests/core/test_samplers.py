@@ -112,3 +112,18 @@ def test_student_draws_follow_their_generator_not_the_global_rng():
     ctx_no_noise = Context(load_config(["plugins=toy", "distill.sigma=0.0"]))
     noiseless = draw_student(ctx_no_noise, student, cond, 64, 1, 1.0, torch.Generator().manual_seed(5))
     assert not torch.equal(noiseless, first)  # the noise does reach the samples, so the check above means something
+
+
+def test_seeding_the_global_rng_leaves_the_generator_stream_alone():
+    from dimo_core.runs import global_rng_from
+
+    g = torch.Generator().manual_seed(3)
+    state = g.get_state()
+    with global_rng_from(g):
+        inside = torch.randn(4)
+    assert torch.equal(g.get_state(), state)  # rows with sigma 0 keep exactly the stream they had
+    with global_rng_from(g):
+        assert torch.equal(torch.randn(4), inside)
+    g.manual_seed(4)
+    with global_rng_from(g):
+        assert not torch.equal(torch.randn(4), inside)
