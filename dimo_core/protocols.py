@@ -22,7 +22,8 @@ class Teacher(Protocol):
     with values in [0, vocab_size) or ``mask_id`` to logits (B, L, vocab_size). If ``mask_id`` is
     a logit column the core never samples it. ``embedding_noise`` is sigma of the generator's
     Gaussian perturbation of token embeddings: apply ``dimo_core.perturb_embeddings`` to the
-    embeddings of the L generated tokens (not to condition tokens).
+    embeddings of the L generated tokens (not to condition tokens). The noise comes from torch's
+    global random stream, which the core seeds: in training, and per evaluation batch.
     """
 
     vocab_size: int
