@@ -23,7 +23,7 @@ class Teacher(Protocol):
     a logit column the core never samples it. ``embedding_noise`` is sigma of the generator's
     Gaussian perturbation of token embeddings: apply ``dimo_core.perturb_embeddings`` to the
     embeddings of the L generated tokens (not to condition tokens). The noise comes from torch's
-    global random stream, which the core seeds: in training, and per evaluation batch.
+    global random stream, which the core seeds: in training, and per sampling batch.
     """
 
     vocab_size: int
