@@ -116,3 +116,22 @@ def load_torch_weights_only(path: str | Path) -> Any:
     except Exception as e:
         raise CheckpointError(f"{path} could not be loaded with weights_only=True ({type(e).__name__}: "
                               f"{str(e).splitlines()[0][:200]}); convert it to safetensors") from None
+
+
+def optimizer_state(opt: torch.optim.Optimizer, prefix: str) -> tuple[dict[str, Tensor], list]:
+    """An optimizer's state as named tensors (for safetensors) and its param groups (for JSON)."""
+    sd = opt.state_dict()
+    tensors = {f"{prefix}.{idx}.{key}": (v if torch.is_tensor(v) else torch.tensor(v))
+               for idx, st in sd["state"].items() for key, v in st.items()}
+    return tensors, sd["param_groups"]
+
+
+def load_optimizer_state(opt: torch.optim.Optimizer, tensors: dict[str, Tensor], groups: list,
+                          shard_like=None) -> None:
+    """``shard_like(param, full)`` cuts full state tensors the way their parameter is sharded (FSDP)."""
+    params = [p for group in opt.param_groups for p in group["params"]]
+    state: dict[int, dict] = {}
+    for key, v in tensors.items():
+        idx, name = key.split(".", 1)
+        state.setdefault(int(idx), {})[name] = shard_like(params[int(idx)], v) if shard_like else v
+    opt.load_state_dict({"state": state, "param_groups": groups})

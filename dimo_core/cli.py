@@ -54,17 +54,17 @@ def _dispatch(command: str, args: list[str], progress: bool) -> int:
     from .context import Context
     ctx = Context(config, registry)
     if command == "run":
-        from .runs import distill
+        from .distill import distill
         student = distill(ctx, progress)
         if os.environ.get("RANK", "0") == "0":  # under torchrun, one rank speaks
             print(f"student written to {student}")
         if config.eval.after_run and int(os.environ.get("WORLD_SIZE", "1")) == 1:
             _evaluate(ctx, progress)
     elif command == "train-teacher":
-        from .runs import train_teacher
+        from .train_teacher import train_teacher
         print(f"teacher written to {train_teacher(ctx, progress)}")
     elif command == "sample":
-        from .runs import sample
+        from .sample import sample
         rows = sample(ctx)
         print(f"samples written to {ctx.out_dir}: {', '.join(f'{k} ({tuple(v.shape)})' for k, v in rows.items())}")
     elif command == "eval":
@@ -75,7 +75,7 @@ def _dispatch(command: str, args: list[str], progress: bool) -> int:
 
 
 def _evaluate(ctx, progress: bool) -> None:
-    from .report import evaluate
+    from .evaluate import evaluate
     evaluate(ctx, progress)
     print((ctx.out_dir / "report.md").read_text())
     print(f"report written to {ctx.out_dir / 'report.json'}")

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from .conditions import index_conditions
 from .config import DistillConfig
 from .distributed import Parallel, as_local_scalar, unwrap
+from .checkpoint import load_optimizer_state, optimizer_state
 from .errors import CheckpointError, ConfigError, NonFiniteLossError
 from .masking import sample_masked, schedule_progress
 from .sampling import guided_logits, sample_categorical, suppress_mask_column, unguided_weight
@@ -287,7 +288,7 @@ class DiMOEngine:
             tensors.update({f"ema.{k}": v for k, v in self.ema.shadow.items()})
         meta = {"step": self.step, "skipped": self.skipped}
         for name, opt in (("opt_generator", self.opt_generator), ("opt_aux", self.opt_aux)):
-            opt_tensors, meta[name] = _optimizer_state(opt, name)
+            opt_tensors, meta[name] = optimizer_state(opt, name)
             tensors.update(opt_tensors)
         tensors["rng.engine"] = self.rng.get_state()
         # torch's global stream differs per rank (dropout, noise): keep each rank's
@@ -320,7 +321,7 @@ class DiMOEngine:
             self.ema.shadow = {k: self.parallel.shard_like(params[k], v.to(self.device).float()) for k, v in shadow.items()}
         for name, opt in (("opt_generator", self.opt_generator), ("opt_aux", self.opt_aux)):
             try:
-                _load_optimizer_state(opt, sub(name), meta[name], self.parallel.shard_like)
+                load_optimizer_state(opt, sub(name), meta[name], self.parallel.shard_like)
             except (ValueError, KeyError, IndexError, RuntimeError) as e:
                 raise CheckpointError(f"{source}: the {name[4:]} optimizer state does not fit this model ({e}); "
                                       f"was distill.frozen changed?") from None
@@ -338,21 +339,3 @@ class DiMOEngine:
 
 class _SkipBatch(Exception):
     pass
-
-
-def _optimizer_state(opt: torch.optim.Optimizer, prefix: str) -> tuple[dict[str, Tensor], list]:
-    sd = opt.state_dict()
-    tensors = {f"{prefix}.{idx}.{key}": (v if torch.is_tensor(v) else torch.tensor(v))
-               for idx, st in sd["state"].items() for key, v in st.items()}
-    return tensors, sd["param_groups"]
-
-
-def _load_optimizer_state(opt: torch.optim.Optimizer, tensors: dict[str, Tensor], groups: list,
-                          shard_like=None) -> None:
-    """``shard_like(param, full)`` cuts full state tensors the way their parameter is sharded (FSDP)."""
-    params = [p for group in opt.param_groups for p in group["params"]]
-    state: dict[int, dict] = {}
-    for key, v in tensors.items():
-        idx, name = key.split(".", 1)
-        state.setdefault(int(idx), {})[name] = shard_like(params[int(idx)], v) if shard_like else v
-    opt.load_state_dict({"state": state, "param_groups": groups})

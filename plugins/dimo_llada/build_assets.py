@@ -57,7 +57,7 @@ def build_teacher(out_dir: Path, overrides: list[str]) -> None:
     from dimo_core.checkpoint import load_tensors
     from dimo_core.config import load_config
     from dimo_core.context import Context
-    from dimo_core.runs import train_teacher
+    from dimo_core.train_teacher import train_teacher
 
     from .testing import llada_registry
     registry = llada_registry()
@@ -137,7 +137,7 @@ def check_teacher(samples: int, steps: list[int], seed: int, overrides: list[str
     """Held-out real responses against the bundled teacher at N steps, on the same eval prompts."""
     from dimo_core.config import load_config
     from dimo_core.context import Context
-    from dimo_core.runs import draw_teacher
+    from dimo_core.sample import draw_teacher
 
     from .testing import llada_registry
     registry = llada_registry()

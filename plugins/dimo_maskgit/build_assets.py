@@ -66,7 +66,7 @@ def build_teacher(overrides: list[str], out: Path) -> None:
 
     from dimo_core.config import load_config
     from dimo_core.context import Context
-    from dimo_core.runs import train_teacher
+    from dimo_core.train_teacher import train_teacher
 
     registry = maskgit_registry()
     ctx = Context(load_config(["plugins=maskgit", *overrides], registry), registry)

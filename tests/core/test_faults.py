@@ -191,7 +191,7 @@ def test_batch_that_does_not_split_over_processes(capsys, tmp_path, monkeypatch)
 
 
 def test_a_run_that_cannot_fit_is_refused_before_training(capsys, tmp_path, monkeypatch):
-    monkeypatch.setattr("dimo_core.runs.free_memory", lambda device, processes=1: 1000)
+    monkeypatch.setattr("dimo_core.distill.free_memory", lambda device, processes=1: 1000)
     code, err = run(capsys, tmp_path, 2)
     assert code == 2 and "needs about" in err and "performance.activation_checkpointing=true" in err
     assert "performance.memory_check=false" in err and not (tmp_path / "checkpoints").exists()

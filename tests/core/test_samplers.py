@@ -90,7 +90,7 @@ def test_student_draws_follow_their_generator_not_the_global_rng():
     """The embedding noise comes from torch's global RNG; a student row must not depend on what ran before."""
     from dimo_core.config import load_config
     from dimo_core.context import Context
-    from dimo_core.runs import draw_student
+    from dimo_core.sample import draw_student
     from dimo_core.testing import DummyTeacher
 
     torch.manual_seed(0)
@@ -115,7 +115,7 @@ def test_student_draws_follow_their_generator_not_the_global_rng():
 
 
 def test_seeding_the_global_rng_leaves_the_generator_stream_alone():
-    from dimo_core.runs import global_rng_from
+    from dimo_core.sample import global_rng_from
 
     g = torch.Generator().manual_seed(3)
     state = g.get_state()

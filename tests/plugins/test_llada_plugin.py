@@ -54,8 +54,9 @@ def test_bundled_teacher_loads_from_its_folder_and_predicts_held_out_text(regist
 
 
 def test_tiny_train_teacher_run_and_eval_through_the_core(registry, tmp_path):
-    from dimo_core.report import evaluate
-    from dimo_core.runs import distill, train_teacher
+    from dimo_core.evaluate import evaluate
+    from dimo_core.distill import distill
+    from dimo_core.train_teacher import train_teacher
     from dimo_llada.testing import tiny_llada_folder
     scorer = tiny_llada_folder(tmp_path / "scorer", causal=True)   # another vocabulary: scored through text
     tiny = ["plugins=llada", f"out_dir={tmp_path}", "resume=false", "conditions.sources=[pydoc]",

@@ -55,7 +55,7 @@ def test_bundled_teacher_draws_the_requested_classes(tokenizer):
     """The committed teacher through the preset: guided 4-step samples look like their class."""
     from dimo_core.config import load_config
     from dimo_core.context import Context
-    from dimo_core.runs import draw_teacher
+    from dimo_core.sample import draw_teacher
     from dimo_maskgit.build_assets import maskgit_registry
 
     registry = maskgit_registry()

@@ -5,8 +5,9 @@ import torch
 
 from dimo_core.config import Component, load_config
 from dimo_core.context import Context
-from dimo_core.report import evaluate
-from dimo_core.runs import distill, train_teacher
+from dimo_core.evaluate import evaluate
+from dimo_core.distill import distill
+from dimo_core.train_teacher import train_teacher
 from dimo_maskgit.build_assets import maskgit_registry
 from dimo_maskgit.fashion_mnist import write_split
 

@@ -85,8 +85,9 @@ def test_prompts_typed_by_the_user_are_encoded_with_the_class_they_name():
 
 def test_train_teacher_then_distil_then_evaluate(small_fashion_mnist, tmp_path):
     """The whole CPU path at a toy size, on 200 real images, with a random evaluation CNN."""
-    from dimo_core.report import evaluate
-    from dimo_core.runs import distill, train_teacher
+    from dimo_core.evaluate import evaluate
+    from dimo_core.distill import distill
+    from dimo_core.train_teacher import train_teacher
     from dimo_maskgit.classifier import FashionCNN, features_and_probs, save_classifier
     from dimo_maskgit.fashion_mnist import load_split
     torch.manual_seed(0)
@@ -108,7 +109,7 @@ def test_train_teacher_then_distil_then_evaluate(small_fashion_mnist, tmp_path):
     assert all(0.0 <= m["prompt_alignment"] <= 1.0 and np.isfinite(m["fd_fmnist_cnn"]) for m in rows.values())
     assert (tmp_path / "run" / "samples.png").is_file()
     assert "prompt_alignment" in (tmp_path / "run" / "report.md").read_text()
-    from dimo_core.runs import sample  # dimo sample plugins=meissonic prompt="...": teacher and student
+    from dimo_core.sample import sample  # dimo sample plugins=meissonic prompt="...": teacher and student
     rows = sample(context(*common, f"teacher.path={teacher_file}", "prompt=a photo of a sneaker", "sample.n=3",
                           "sample.steps=2"))
     assert list(rows) == ["teacher 2 steps", "student"] and all(v.shape[0] == 3 for v in rows.values())
@@ -116,7 +117,7 @@ def test_train_teacher_then_distil_then_evaluate(small_fashion_mnist, tmp_path):
 
 def test_the_committed_teacher_draws_the_class_its_prompt_names(tmp_path):
     """The bundled teacher (assets/fmnist) at 8 steps on held-out prompts, judged by maskgit's CNN."""
-    from dimo_core.runs import draw_teacher
+    from dimo_core.sample import draw_teacher
     from dimo_maskgit.classifier import features_and_probs, load_classifier
     ctx = context(f"out_dir={tmp_path}")
     cond = ctx.conditions.sample(50, torch.Generator().manual_seed(0), split="eval")

@@ -11,7 +11,9 @@ from tqdm.auto import tqdm
 from .checkpoint import save_json
 from .conditions import index_conditions
 from .context import Context
-from .runs import _prepare_out_dir, draw_student, draw_teacher, eval_conditions, load_student
+from .run_folder import prepare_out_dir
+from .sample import draw_student, draw_teacher, eval_conditions
+from .student import load_student
 
 
 def _timed_batches(draw, cond, n: int, batch_size: int, seed: int, device) -> tuple[torch.Tensor, float]:
@@ -30,7 +32,7 @@ def _timed_batches(draw, cond, n: int, batch_size: int, seed: int, device) -> tu
 
 def evaluate(ctx: Context, progress: bool = True) -> dict:
     cfg = ctx.config.eval
-    out = _prepare_out_dir(ctx, "eval")
+    out = prepare_out_dir(ctx, "eval")
     metrics = [ctx.build("metrics", m, f"eval.metrics[{i}]") for i, m in enumerate(cfg.metrics)]
     sampler = ctx.build("samplers", cfg.sampler, "eval.sampler")
     # a teacher-only report (eval.student_steps=[]) needs no student

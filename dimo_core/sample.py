@@ -1,0 +1,92 @@
+"""`dimo sample`, and the drawing helpers `dimo eval` shares: the teacher at N steps, the student."""
+from __future__ import annotations
+
+import hashlib
+from contextlib import contextmanager
+
+import torch
+
+from .checkpoint import save_tensors
+from .context import Context
+from .errors import ConfigError
+from .run_folder import one_process, prepare_out_dir
+from .sampling import student_sample
+from .student import load_student
+
+
+def model_fn(model: torch.nn.Module, sigma: float = 0.0):
+    return lambda x, c: model(x, c, embedding_noise=sigma).float()
+
+
+@torch.no_grad()
+def draw_teacher(ctx: Context, sampler, cond, n: int, steps: int, guidance: float, generator) -> torch.Tensor:
+    teacher = ctx.teacher.eval()
+    x = torch.full((n, teacher.seq_len), teacher.mask_id, device=ctx.device)
+    null = ctx.conditions.null(cond) if cond is not None else None
+    return sampler(model_fn(teacher), x, cond, null, steps=steps, guidance=guidance,
+                   mask_id=teacher.mask_id, generator=generator)
+
+
+@contextmanager
+def global_rng_from(generator: torch.Generator):
+    """Run the block on torch's global RNG seeded from ``generator``, then restore the global state.
+
+    Plugins draw the embedding noise (``perturb_embeddings``) from the global RNG. Without this, a
+    student row would depend on what the process did before it (training, earlier rows). The seed is
+    a hash of the generator's state, so the generator's own stream (x_init, the draw) is untouched."""
+    digest = hashlib.blake2b(generator.get_state().numpy().tobytes(), digest_size=8).digest()
+    seed = int.from_bytes(digest, "little") >> 1
+    with torch.random.fork_rng(devices=[generator.device] if generator.device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
+
+
+@torch.no_grad()
+def draw_student(ctx: Context, student, cond, n: int, steps: int, temperature: float, generator) -> torch.Tensor:
+    init = ctx.build("init_strategies", ctx.config.distill.init, "distill.init")
+    x_init = init(n, student.seq_len, student.vocab_size, student.mask_id, generator, ctx.device)
+    r_init = getattr(init, "r_init", 0.6)
+    with global_rng_from(generator):
+        return student_sample(model_fn(student, ctx.config.distill.sigma), x_init, cond, mask_id=student.mask_id,
+                              generator=generator, temperature=temperature, steps=steps,
+                              r_init=r_init if isinstance(r_init, float) else sum(r_init) / 2)
+
+
+def prompt_conditions(ctx: Context, prompts: list[str], n: int):
+    """``sample.prompt``: conditions written as text, cycled over n samples."""
+    conditions = ctx.conditions if ctx.config.conditions.name else None
+    if not hasattr(conditions, "from_text"):
+        raise ConfigError(f"conditions {ctx.config.conditions.name!r} cannot be given as text; drop prompt= "
+                          f"(this plugin's conditions have no from_text)")
+    return conditions.from_text([prompts[i % len(prompts)] for i in range(n)])
+
+
+def eval_conditions(ctx: Context, n: int, seed: int):
+    if not ctx.config.conditions.name:
+        return None
+    return ctx.conditions.sample(n, torch.Generator(ctx.device).manual_seed(seed), split="eval")
+
+
+def sample(ctx: Context) -> dict[str, torch.Tensor]:
+    """``dimo sample``: draw from the teacher at N steps or from the student; save tokens and pictures."""
+    cfg = ctx.config.sample
+    one_process("sample")
+    out = prepare_out_dir(ctx, "sample")
+    cond = prompt_conditions(ctx, cfg.prompt, cfg.n) if cfg.prompt else eval_conditions(ctx, cfg.n, cfg.seed)
+    rows, tensors = {}, {}
+    if cfg.source in ("teacher", "both"):
+        sampler = ctx.build("samplers", cfg.sampler, "sample.sampler")
+        generator = torch.Generator(ctx.device).manual_seed(cfg.seed)
+        tensors["teacher"] = rows[f"teacher {cfg.steps} step{'s' * (cfg.steps > 1)}"] = draw_teacher(
+            ctx, sampler, cond, cfg.n, cfg.steps, cfg.guidance, generator)
+    if cfg.source in ("student", "both"):
+        student = load_student(ctx, cfg.student)
+        generator = torch.Generator(ctx.device).manual_seed(cfg.seed)
+        steps = max(cfg.student_steps, 1)
+        tensors["student"] = rows["student" if steps == 1 else f"student {steps} steps"] = draw_student(
+            ctx, student, cond, cfg.n, steps, cfg.temperature, generator)
+    save_tensors(out / "samples.safetensors", tensors, {"labels": list(rows)})
+    if ctx.config.eval.writer and ctx.config.eval.writer.name:
+        writer = ctx.build("writers", ctx.config.eval.writer, "eval.writer")
+        writer(rows, cond, str(out))
+    return rows
