@@ -1,4 +1,5 @@
 """Docs stay in step with the code: every hook and every config key is documented."""
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -23,3 +24,30 @@ def test_configuration_reference_is_current(tmp_path):
         model = RunConfig if not section else RunConfig.model_fields[section[:-1]].annotation
         for key in model.model_fields:
             assert f"`{section}{key}`" in before, f"{section}{key} missing from docs/configuration.md"
+
+
+ROOT = DOCS.parent
+USER_DOCS = [ROOT / "README.md", *sorted(ROOT.glob("plugins/*/README.md")), *sorted(DOCS.glob("*.md"))]
+LOGS = sorted((DOCS / "experiments").glob("*.md"))
+
+
+def test_relative_links_resolve():
+    broken = []
+    for doc in USER_DOCS + LOGS:
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", doc.read_text()):
+            if "://" not in target and not (doc.parent / target).exists():
+                broken.append(f"{doc.relative_to(ROOT)} -> {target}")
+    assert broken == []
+
+
+def test_plugin_readmes_are_user_documents():
+    """Short, and about the software: tuning history belongs in docs/experiments/<name>.md."""
+    history = re.compile(r"\bissue \d|\b(first|second|third|fourth|fifth|sixth|seventh) (round|session)"
+                         r"|\(replaced\)", re.IGNORECASE)
+    for readme in sorted(ROOT.glob("plugins/*/README.md")):
+        text = readme.read_text()
+        assert len(text.splitlines()) <= 160, f"{readme.relative_to(ROOT)}: move history to docs/experiments/"
+        assert (DOCS / "experiments" / f"{readme.parent.name.removeprefix('dimo_')}.md").exists()
+    for doc in USER_DOCS + LOGS:
+        found = history.search(doc.read_text())
+        assert found is None, f"{doc.relative_to(ROOT)}: {found.group(0)!r} narrates how the work was organised"
