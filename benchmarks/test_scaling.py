@@ -95,7 +95,7 @@ GPU_MODEL = dict(vocab_size=1024, seq_len=256, num_classes=1000, dim=768, depth=
 GPU_BATCH = 32
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none in the session that wrote this)")
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("checkpointing", [False, True], ids=["ac_off", "ac_on"])
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_gpu_precision_and_checkpointing(benchmark, dtype, checkpointing):
