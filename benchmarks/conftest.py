@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from dimo_toy.model import ToyMDM
-from dimo_toy.plugin import ClassConditions
+from dimo_toy.teacher import ToyMDM
+from dimo_toy.conditions import ClassConditions
 
 
 def build_model():

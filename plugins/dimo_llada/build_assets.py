@@ -19,8 +19,15 @@ from pathlib import Path
 
 import torch
 
+from dimo_core.presets import load_preset
+
 from .corpus import builtin_documents
-from .presets import ASSETS, BUNDLED_REFERENCE, BUNDLED_TEACHER, PROMPT_LEN, RESPONSE_LEN
+from .metrics import BUNDLED_REFERENCE
+from .plugin import PRESETS
+from .teacher import ASSETS, BUNDLED_TEACHER
+
+PROMPT_LEN = load_preset(PRESETS / "llada.yaml")["conditions"]["prompt_len"]
+RESPONSE_LEN = load_preset(PRESETS / "llada.yaml")["teacher"]["seq_len"]
 
 
 def build_tokenizer(vocab_size: int, sources: list[str]) -> None:

@@ -2,18 +2,23 @@
 sampler, text metrics and examples, and the bundled CPU-sized default (preset ``llada``)."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 import dimo_core
 from dimo_core.errors import ConfigError
+from dimo_core.presets import load_preset
 
-from . import presets
-from .data import BuiltinText, PromptConditions, TextPairs
-from .hf_teacher import load_teacher
+from .conditions import PromptConditions
+from .data import BuiltinText, TextPairs
 from .memory import enable_activation_checkpointing
-from .metrics import ReferenceScorer, TextExamples, TextQuality
+from .metrics import BUNDLED_REFERENCE, ReferenceScorer, TextQuality
 from .sampler import LLaDASampler
+from .teacher import BUNDLED_TEACHER, load_teacher
 from .tokenizer import HFTokenizer
+from .writer import TextExamples
+
+PRESETS = Path(__file__).parent / "presets"
 
 Dtype = Literal["float32", "bfloat16", "float16"]
 _texts: dict[tuple, BuiltinText] = {}
@@ -68,7 +73,7 @@ def register_tokenizers(register):
            trust_remote_code: bool = False,
            mask_id: int | None = None,                   # only for folders that do not name their mask id
            vocab_size: int | None = None):               # logit columns, if config.json does not say
-        return HFTokenizer.from_folder(path or presets.BUNDLED_TEACHER, trust_remote_code, mask_id, vocab_size)
+        return HFTokenizer.from_folder(path or BUNDLED_TEACHER, trust_remote_code, mask_id, vocab_size)
     register("hf", hf)
 
 
@@ -115,7 +120,7 @@ def register_metrics(register):
                      retokenize: bool | None = None,      # None: only when its vocabulary differs from ours
                      trust_remote_code: bool = False,
                      batch_size: int = 64):
-        scorer = ReferenceScorer(reference or presets.BUNDLED_REFERENCE, getattr(ctx, "device", "cpu"),
+        scorer = ReferenceScorer(reference or BUNDLED_REFERENCE, getattr(ctx, "device", "cpu"),
                                  trust_remote_code)
         return TextQuality(_tokenizer(ctx), scorer, retokenize, batch_size)
     register("text_quality", text_quality)
@@ -130,5 +135,5 @@ def register_writers(register):
 
 @dimo_core.hookimpl
 def register_presets(register):
-    register("llada", presets.LLADA)
-    register("llada_8b", presets.LLADA_8B)
+    register("llada", load_preset(PRESETS / "llada.yaml"))
+    register("llada_8b", load_preset(PRESETS / "llada_8b.yaml"))

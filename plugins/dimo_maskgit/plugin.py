@@ -2,17 +2,22 @@
 Fashion-MNIST tokens, image-quality metrics, an image-grid writer, and two presets."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 import dimo_core
+from dimo_core.presets import load_preset
 
-from . import patch_vq, presets
-from .data import ClassLabels, FashionMNISTTokens
+from . import patch_vq
+from .conditions import ClassLabels
+from .data import FashionMNISTTokens
 from .fashion_mnist import CLASS_NAMES
 from .metrics import ImageQuality, InceptionQuality
 from .teacher import build_teacher
 from .vqgan import load_vqgan
 from .writer import ImageGrid
+
+PRESETS = Path(__file__).parent / "presets"
 
 
 def _device(ctx):
@@ -91,5 +96,5 @@ def register_writers(register):
 
 @dimo_core.hookimpl
 def register_presets(register):
-    for name, preset in presets.PRESETS.items():
-        register(name, preset)
+    register("maskgit", load_preset(PRESETS / "maskgit.yaml"))
+    register("maskgit_imagenet256", load_preset(PRESETS / "maskgit_imagenet256.yaml"))

@@ -25,7 +25,7 @@ import torch
 from dimo_core.checkpoint import load_tensors
 
 from .plugin import BUNDLED_FOLDER
-from .prompts import caption_words
+from .conditions import caption_words
 from .teacher import build_teacher, save_transformer_folder
 from .text import build_clip_tokenizer, tiny_clip_text_config
 from .tiny_clip import train_text_encoder

@@ -6,10 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 import dimo_core
 from dimo_core.errors import ConfigError
+from dimo_core.presets import load_preset
 
 from .teacher import TimestepConvention, build_teacher
 
 ASSETS = Path(__file__).parent / "assets"
+PRESETS = Path(__file__).parent / "presets"
 BUNDLED_FOLDER = ASSETS / "fmnist"  # the bundled teacher, text encoder and tokenizer (release layout)
 
 
@@ -45,7 +47,7 @@ def register_tokenizers(register):
     def meissonic_vq(ctx, path: str | None = None, patch_tokenizer: str | None = None):
         """path: a Meissonic folder -> its vqvae/ through diffusers (extra dimo[meissonic]); None -> the
         maskgit plugin's Fashion-MNIST patch tokenizer (``patch_tokenizer`` or its bundled file)."""
-        from .vq import load_patch_tokenizer, load_vq_tokenizer
+        from .tokenizer import load_patch_tokenizer, load_vq_tokenizer
         if path is not None:
             return load_vq_tokenizer(path, ctx.device)
         return load_patch_tokenizer(patch_tokenizer)
@@ -58,7 +60,7 @@ def register_conditions(register):
                  micro_conds: tuple[float, ...] = (28, 28, 0, 0, 6), max_length: int = 16):
         """Fashion-MNIST captions (class name x template; held-out templates for split=eval), encoded by
         the CLIP text encoder under ``path`` (default: the bundled one)."""
-        from .prompts import CaptionConditions
+        from .conditions import CaptionConditions
         return CaptionConditions(_prompt_encoder(ctx, path, max_length), negative_prompt, micro_conds)
     register("captions", captions)
 
@@ -66,7 +68,7 @@ def register_conditions(register):
                      micro_conds: tuple[float, ...] = (1024, 1024, 0, 0, 6), max_length: int = 77):
         """Prompts from text files (one per line), encoded by the CLIP text encoder of the Meissonic
         folder ``path``."""
-        from .prompts import PromptFileConditions
+        from .conditions import PromptFileConditions
         return PromptFileConditions(_prompt_encoder(ctx, path, max_length), train_file, eval_file,
                                     negative_prompt, micro_conds)
     register("prompt_files", prompt_files)
@@ -76,8 +78,8 @@ def register_conditions(register):
 def register_datasets(register):
     def fashion_mnist_captions(ctx, root: str | None = None):
         """Fashion-MNIST images as codes of ``tokenizer`` with captions from the ``captions`` conditions."""
-        from .prompts import CaptionConditions
-        from .training_data import CaptionedFashionMNIST
+        from .conditions import CaptionConditions
+        from .data import CaptionedFashionMNIST
         if not isinstance(ctx.conditions, CaptionConditions):
             raise ConfigError("dataset fashion_mnist_captions needs conditions.name=captions")
         return CaptionedFashionMNIST(ctx.tokenizer, ctx.conditions, root)
@@ -89,7 +91,7 @@ def register_metrics(register):
     def prompt_alignment(ctx, classifier: str | None = None, root: str | None = None, batch_size: int = 500):
         """The maskgit Fashion-MNIST image metrics plus the CNN's accuracy at the class each prompt names
         (``classifier``: the evaluation CNN file, default maskgit's; ``root``: Fashion-MNIST folder)."""
-        from .quality import PromptAlignment
+        from .metrics import PromptAlignment
         return PromptAlignment(ctx.tokenizer, classifier, root, batch_size)
     register("prompt_alignment", prompt_alignment)
 
@@ -98,23 +100,12 @@ def register_metrics(register):
 def register_writers(register):
     def prompt_grid(ctx, max_columns: int = 10):
         """A PNG grid: one row per sampler, one column per prompt (titled with the prompt)."""
-        from .quality import PromptGrid
+        from .writer import PromptGrid
         return PromptGrid(ctx.tokenizer, ctx.conditions.text, max_columns=max_columns)
     register("prompt_grid", prompt_grid)
 
 
-def _preset(name: str, with_bundled_paths: bool) -> dict:
-    from omegaconf import OmegaConf
-    preset = OmegaConf.to_container(OmegaConf.load(ASSETS / f"{name}.yaml"))
-    if with_bundled_paths:  # paths in the YAML are relative to assets/
-        preset["teacher"]["path"] = str(ASSETS / preset["teacher"]["path"])
-        preset["conditions"]["path"] = str(ASSETS / preset["conditions"]["path"])
-        if preset["tokenizer"].get("patch_tokenizer"):
-            preset["tokenizer"]["patch_tokenizer"] = str(ASSETS / preset["tokenizer"]["patch_tokenizer"])
-    return preset
-
-
 @dimo_core.hookimpl
 def register_presets(register):
-    register("meissonic", _preset("meissonic", with_bundled_paths=True))
-    register("meissonic_1024", _preset("meissonic_1024", with_bundled_paths=False))
+    register("meissonic", load_preset(PRESETS / "meissonic.yaml"))
+    register("meissonic_1024", load_preset(PRESETS / "meissonic_1024.yaml"))

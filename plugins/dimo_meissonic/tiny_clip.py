@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .prompts import CLASS_PHRASES, TRAIN_TEMPLATES, caption_words
+from .conditions import CLASS_PHRASES, TRAIN_TEMPLATES, caption_words
 
 
 class ImageTower(nn.Module):

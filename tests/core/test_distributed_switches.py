@@ -12,8 +12,8 @@ from dimo_core.engine import DiMOEngine
 from dimo_core.errors import ConfigError
 from dimo_core.init import RandomMaskInit
 from dimo_core.memory import ModelShape, estimate_memory
-from dimo_toy.model import ToyMDM
-from dimo_toy.plugin import ClassConditions
+from dimo_toy.teacher import ToyMDM
+from dimo_toy.conditions import ClassConditions
 
 
 def toy():

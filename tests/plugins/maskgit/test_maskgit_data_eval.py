@@ -10,7 +10,8 @@ from dimo_core.config import load_config
 from dimo_core.errors import ConfigError
 from dimo_maskgit.build_assets import maskgit_registry
 from dimo_maskgit.classifier import mean_and_cov
-from dimo_maskgit.data import ClassLabels, FashionMNISTTokens
+from dimo_maskgit.conditions import ClassLabels
+from dimo_maskgit.data import FashionMNISTTokens
 from dimo_maskgit.fashion_mnist import CLASS_NAMES, load_split, write_split
 from dimo_maskgit.metrics import InceptionQuality, frechet_distance, inception_score, prdc
 from dimo_maskgit.patch_vq import PatchVQTokenizer, fit_codebook, from_patches, to_patches

@@ -5,7 +5,7 @@ import torch
 from dimo_core.errors import CheckpointError
 from dimo_core.testing import TeacherContract
 from dimo_maskgit.build_assets import maskgit_registry
-from dimo_maskgit.data import ClassLabels
+from dimo_maskgit.conditions import ClassLabels
 from dimo_maskgit.teacher import MaskGitTeacher, build_teacher, save_teacher
 
 TINY = dict(hidden=32, depth=2, heads=4, mlp=64, codebook_size=12, num_classes=3, tokens=9, dropout=0.0)

@@ -1,11 +1,14 @@
 """A small bidirectional transformer MDM for the toy source (class token appended, as MaskGit)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dimo_core import perturb_embeddings
+from dimo_core.checkpoint import load_state_dict_strict, load_tensors
 
 
 class Block(nn.Module):
@@ -45,3 +48,12 @@ class ToyMDM(nn.Module):
         for block in self.blocks:
             h = block(h)
         return self.head(self.norm(h[:, :-1]))
+
+
+def build_teacher(path: str | Path | None = None, **architecture) -> ToyMDM:
+    """A ToyMDM of the given sizes; ``path``: its weights (teacher.safetensors), None = random init."""
+    model = ToyMDM(**architecture)
+    if path:
+        tensors, _ = load_tensors(path)
+        load_state_dict_strict(model, tensors, path)
+    return model

@@ -9,11 +9,11 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import MaskedLMOutput
 
-import dimo_llada.hf_teacher as hf_teacher
+import dimo_llada.teacher as teacher_module
 from dimo_core.errors import CheckpointError
 from dimo_core.testing import TeacherContract
-from dimo_llada.data import PromptConditions
-from dimo_llada.hf_teacher import load_teacher
+from dimo_llada.conditions import PromptConditions
+from dimo_llada.teacher import load_teacher
 from dimo_llada.memory import embedding_and_head_patterns
 from dimo_llada.testing import SENTENCES, tiny_bert_folder, tiny_llada_folder
 from dimo_llada.tokenizer import HFTokenizer
@@ -71,8 +71,8 @@ def test_left_padding_of_the_prompt_does_not_change_the_response_logits(llada_fo
 def test_embedding_noise_touches_response_embeddings_only(llada_folder, monkeypatch):
     teacher = load_teacher(str(llada_folder), seq_len=6).eval()
     seen = []
-    real = hf_teacher.perturb_embeddings
-    monkeypatch.setattr(hf_teacher, "perturb_embeddings", lambda e, s: seen.append(e.shape) or real(e, s))
+    real = teacher_module.perturb_embeddings
+    monkeypatch.setattr(teacher_module, "perturb_embeddings", lambda e, s: seen.append(e.shape) or real(e, s))
     prompt, response = torch.randint(4, 200, (2, 3)), torch.randint(4, 200, (2, 6))
     clean = teacher(response, prompt)
     noisy = teacher(response, prompt, embedding_noise=0.3)

@@ -7,7 +7,8 @@ import torch
 from dimo_core.conditions import cat_conditions
 from dimo_core.errors import ConfigError
 from dimo_llada.corpus import SPLIT_BUCKETS, builtin_documents, load_records, normalize, split_of
-from dimo_llada.data import BuiltinText, PromptConditions, TextPairs, TokenStream
+from dimo_llada.conditions import PromptConditions
+from dimo_llada.data import BuiltinText, TextPairs, TokenStream
 from dimo_llada.testing import SENTENCES, tiny_bpe
 from dimo_llada.tokenizer import SPECIAL_TOKENS, HFTokenizer
 

@@ -8,10 +8,10 @@ import torch
 from dimo_core.config import load_config
 from dimo_core.context import Context
 from dimo_core.errors import ConfigError
-from dimo_llada import presets
+from dimo_llada.teacher import ASSETS
 from dimo_llada.testing import llada_registry
 
-BUNDLED = (presets.ASSETS / "teacher" / "model.safetensors").exists()
+BUNDLED = (ASSETS / "teacher" / "model.safetensors").exists()
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +42,7 @@ def test_the_presets_validate_against_the_core_config(registry):
 def test_bundled_teacher_loads_from_its_folder_and_predicts_held_out_text(registry):
     ctx = Context(load_config(["plugins=llada"], registry), registry)
     teacher = ctx.teacher.eval()   # the core checks vocabulary and mask id against the tokenizer
-    config = json.loads((presets.ASSETS / "teacher" / "config.json").read_text())
+    config = json.loads((ASSETS / "teacher" / "config.json").read_text())
     assert config["model_type"] == "dimo_llada" and teacher.mask_id == config["mask_token_id"] == ctx.tokenizer.mask_id
     tokens, cond = ctx.dataset.sample(64, torch.Generator().manual_seed(0), split="eval")
     masked = torch.rand(tokens.shape, generator=torch.Generator().manual_seed(1)) < 0.5

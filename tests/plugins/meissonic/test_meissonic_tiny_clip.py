@@ -5,7 +5,7 @@ import re
 import torch
 import torch.nn.functional as F
 
-from dimo_meissonic.prompts import CLASS_PHRASES, EVAL_TEMPLATES, TRAIN_TEMPLATES, caption_words
+from dimo_meissonic.conditions import CLASS_PHRASES, EVAL_TEMPLATES, TRAIN_TEMPLATES, caption_words
 from dimo_meissonic.text import build_clip_tokenizer, tiny_clip_text_config
 from dimo_meissonic.tiny_clip import class_words, distractor_words, perturbed_caption, train_text_encoder
 

@@ -6,7 +6,7 @@ import torch
 
 from dimo_core.testing import TeacherContract
 from dimo_meissonic.teacher import MeissonicTeacher
-from dimo_meissonic.tiny import TINY_ARCHITECTURE
+from dimo_meissonic.testing import TINY_ARCHITECTURE
 from dimo_meissonic.transformer import MeissonicTransformer
 
 # One dual-stream and one single-stream block, as the release's state_dict names them.

@@ -1,17 +1,12 @@
-"""How well samples follow their prompts, and a picture of them.
+"""How well samples follow their prompts.
 
 ``PromptAlignment``: the maskgit plugin's Fashion-MNIST image metrics (FD in the committed CNN's
 features, IS analogue, precision/recall/density/coverage) plus ``prompt_alignment``, the CNN's
 accuracy at recovering the class named in each prompt (rows without a class, label -1, are left out).
-``PromptGrid``: maskgit's image grid with the prompt text as the column titles.
 """
 from __future__ import annotations
 
-import textwrap
-
-import torch
 from dimo_maskgit.metrics import ImageQuality
-from dimo_maskgit.writer import ImageGrid
 from torch import Tensor
 
 
@@ -31,19 +26,3 @@ class PromptAlignment:
             subset = self.quality(tokens[named.to(tokens.device)], labels[named])
             out["prompt_alignment"] = subset["class_accuracy"]
         return out
-
-
-class PromptGrid(ImageGrid):
-    """Writer protocol: rows = samplers, one column per prompt, titled with the prompt's text."""
-
-    def __init__(self, tokenizer, prompt_text, filename: str = "samples.png", max_columns: int = 10,
-                 wrap: int = 16):
-        super().__init__(tokenizer, None, filename, max_columns, cell_inches=1.1)
-        self.prompt_text, self.wrap, self.titles = prompt_text, wrap, []
-
-    def column_title(self, column: int) -> str:
-        return self.titles[column]
-
-    def __call__(self, rows: dict[str, Tensor], cond: dict[str, Tensor], out_dir: str) -> list[str]:
-        self.titles = [textwrap.fill(t, self.wrap) for t in self.prompt_text(cond["prompt_id"].cpu())]
-        return super().__call__(rows, torch.arange(len(self.titles)), out_dir)  # columns titled by index

@@ -9,7 +9,7 @@ import torch
 from dimo_core.config import load_config
 from dimo_core.context import Context
 from dimo_core.registry import get_registry
-from dimo_meissonic.prompts import CLASS_PHRASES, EVAL_TEMPLATES, TRAIN_TEMPLATES
+from dimo_meissonic.conditions import CLASS_PHRASES, EVAL_TEMPLATES, TRAIN_TEMPLATES
 
 # A smaller transformer than the preset's (the bundled text encoder fixes hidden = 64)
 TOY = ["teacher.num_layers=1", "teacher.num_single_layers=1"]

@@ -11,7 +11,7 @@ from dimo_core.errors import CheckpointError, ConfigError
 from dimo_core.registry import get_registry
 from dimo_meissonic.teacher import build_teacher
 from dimo_meissonic.text import PromptEncoder, load_text_encoder
-from dimo_meissonic.tiny import TINY_ARCHITECTURE, write_tiny_meissonic
+from dimo_meissonic.testing import TINY_ARCHITECTURE, write_tiny_meissonic
 
 # A CLIP BPE written by hand: words end with </w>; merges build "cat</w>" and "dog</w>" from letters.
 VOCAB = {"<|startoftext|>": 0, "<|endoftext|>": 1, "a</w>": 2, "c": 3, "a": 4, "t</w>": 5, "ca": 6,

@@ -21,6 +21,9 @@ from dimo_core.init import perturb_embeddings
 
 from .tokenizer import read_model_config, resolve_mask_id
 
+ASSETS = Path(__file__).parent / "assets"
+BUNDLED_TEACHER = str(ASSETS / "teacher")       # model + tokenizer, Hugging Face folder
+
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 

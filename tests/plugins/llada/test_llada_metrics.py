@@ -4,9 +4,10 @@ import math
 import pytest
 import torch
 
-from dimo_llada.metrics import ReferenceScorer, TextExamples, TextQuality, distinct_n, unigram_entropy
+from dimo_llada.metrics import ReferenceScorer, TextQuality, distinct_n, unigram_entropy
 from dimo_llada.testing import tiny_llada_folder
 from dimo_llada.tokenizer import HFTokenizer
+from dimo_llada.writer import TextExamples
 
 
 @pytest.fixture(scope="module")
