@@ -31,6 +31,16 @@ USER_DOCS = [ROOT / "README.md", *sorted(ROOT.glob("plugins/*/README.md")), *sor
 LOGS = sorted((DOCS / "experiments").glob("*.md"))
 
 
+# Markdown files dimo writes into a run folder: named in the docs, never part of the tree.
+RUN_OUTPUTS = {"report.md", "samples.md", "text_examples.md"}
+
+
+def _tree_files():
+    out = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                         capture_output=True, text=True, check=True).stdout
+    return {Path(line) for line in out.splitlines()}
+
+
 def test_relative_links_resolve():
     broken = []
     for doc in USER_DOCS + LOGS:
@@ -38,6 +48,28 @@ def test_relative_links_resolve():
             if "://" not in target and not (doc.parent / target).exists():
                 broken.append(f"{doc.relative_to(ROOT)} -> {target}")
     assert broken == []
+
+
+def test_cited_markdown_files_exist():
+    """A `NAME.md` cited in docs, plug-in sources or presets is a file of the tree (or a run output)."""
+    names = {p.name for p in _tree_files()} | RUN_OUTPUTS
+    cited = []
+    for path in USER_DOCS + LOGS + sorted(ROOT.glob("plugins/*/**/*.py")) + sorted(ROOT.glob("plugins/*/**/*.yaml")):
+        for name in re.findall(r"[\w.-]+\.md\b", path.read_text()):
+            if Path(name).name not in names:
+                cited.append(f"{path.relative_to(ROOT)}: {name}")
+    assert cited == []
+
+
+def test_preset_comments_cite_experiments_instead_of_numbers():
+    """A measured figure in a preset comment goes stale; the dated entry in docs/experiments/ does not."""
+    figure = re.compile(r"\b(FD|FID|gen-PPL|alignment|recall|accuracy)\s*[~=:]?\s*\d", re.IGNORECASE)
+    quoted = []
+    for preset in sorted(ROOT.glob("plugins/*/presets/*.yaml")):
+        for number, line in enumerate(preset.read_text().splitlines(), 1):
+            if "#" in line and figure.search(line[line.index("#"):]):
+                quoted.append(f"{preset.relative_to(ROOT)}:{number}: {line.strip()}")
+    assert quoted == []
 
 
 def test_plugin_readmes_are_user_documents():
