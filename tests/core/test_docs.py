@@ -1,4 +1,5 @@
 """Docs stay in step with the code: every hook and every config key is documented."""
+import json
 import re
 import subprocess
 import sys
@@ -83,3 +84,54 @@ def test_plugin_readmes_are_user_documents():
     for doc in USER_DOCS + LOGS:
         found = history.search(doc.read_text())
         assert found is None, f"{doc.relative_to(ROOT)}: {found.group(0)!r} narrates how the work was organised"
+
+
+def _report(rows, student_temperature=0.3, teacher_temperature=1.0):
+    return {"config": {"eval": {"student_temperature": student_temperature,
+                                "sampler": {"name": "llada", "temperature": teacher_temperature}}},
+            "rows": [{"sampler": who, "steps": steps, "metrics": metrics, "seconds_per_sample": s}
+                     for who, steps, metrics, s in rows]}
+
+
+def test_results_table_from_reports(tmp_path, capsys):
+    sys.path.insert(0, str(DOCS))
+    import results_table
+
+    text = {"gen_ppl": 6091.4, "entropy": 3.3649, "distinct_2": 0.87, "nll": 8.7}
+    full = _report([("teacher", 1, text, 0.01612), ("student", 1, {**text, "gen_ppl": 212.2}, 0.00339)])
+    argmax = _report([("student", 1, {**text, "gen_ppl": 63.34}, 0.0031)], student_temperature=0.0)
+    cold_teacher = _report([("teacher", 4, text, 0.0563)], teacher_temperature=0.3)
+    paths = []
+    for i, report in enumerate((full, argmax, cold_teacher)):
+        paths.append(tmp_path / f"report{i}.json")
+        paths[-1].write_text(json.dumps(report))
+    results_table.main(["llada", *map(str, paths)])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "| sampler | steps | gen-PPL | entropy | distinct-2 | s/response |"
+    assert lines[2:6] == ["| teacher | 1 | 6091 | 3.36 | 0.870 | 0.0161 |",
+                          "| **student, temperature 0.3** | 1 | 212 | 3.36 | 0.870 | 0.00339 |",
+                          "| student, argmax | 1 | 63.3 | 3.36 | 0.870 | 0.0031 |",
+                          "| teacher, temperature 0.3 | 4 | 6091 | 3.36 | 0.870 | 0.0563 |"]
+    assert results_table.table("llada", [full]).splitlines()[3].startswith("| **student** | 1 |")
+    # the top README keeps fewer image columns, in the plug-in table's order
+    image = {"fd_fmnist_cnn": 2.423, "is_fmnist_cnn": 7.63, "precision": 0.9, "recall": 0.4, "coverage": 0.59,
+             "class_accuracy": 0.906}
+    short = results_table.table("maskgit", [_report([("student", 1, image, 0.00102)])],
+                                results_table.SUMMARY["maskgit"])
+    assert short.splitlines()[2] == "| **student** | 1 | 2.42 | 0.90 | 0.40 | 0.906 | 0.00102 |"
+
+
+def test_results_blocks_are_replaceable():
+    """Each README holds one result block per bundled plug-in, which the script replaces and nothing else."""
+    sys.path.insert(0, str(DOCS))
+    import results_table
+
+    top = (ROOT / "README.md").read_text()
+    for name in results_table.COLUMNS:
+        readme = (ROOT / "plugins" / f"dimo_{name}" / "README.md").read_text()
+        for text in (top, readme):
+            assert text.count(f"<!-- results:{name} -->") == 1 == text.count(f"<!-- /results:{name} -->")
+            new = results_table.replace_block(text, name, results_table.block(name, "| new |", "Measured."))
+            before, _, rest = text.partition(f"<!-- results:{name} -->")
+            after = rest.partition(f"<!-- /results:{name} -->")[2]
+            assert new == before + f"<!-- results:{name} -->\nMeasured.\n\n| new |\n\n<!-- /results:{name} -->" + after
