@@ -57,6 +57,17 @@ class BuiltinText:
         return self._streams[split]
 
 
+_TEXTS: dict[tuple, BuiltinText] = {}
+
+
+def shared_text(tokenizer, sources: list[str], files: list[str] | None, column: str) -> BuiltinText:
+    """One tokenised corpus per tokenizer and source, shared by the dataset and the conditions."""
+    key = (id(tokenizer), tuple(sources), tuple(files or ()), column)
+    if key not in _TEXTS:
+        _TEXTS[key] = BuiltinText(tokenizer, sources, files, column)
+    return _TEXTS[key]
+
+
 class TextPairs:
     """``text_pairs`` dataset: windows of real text, the first P tokens the prompt, the next L the response."""
 

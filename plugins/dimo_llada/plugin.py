@@ -10,7 +10,7 @@ from dimo_core.errors import ConfigError
 from dimo_core.presets import load_preset
 
 from .conditions import PromptConditions
-from .data import BuiltinText, TextPairs
+from .data import TextPairs, shared_text
 from .memory import enable_activation_checkpointing
 from .metrics import BUNDLED_REFERENCE, ReferenceScorer, TextQuality
 from .sampler import LLaDASampler
@@ -21,17 +21,6 @@ from .writer import TextExamples
 PRESETS = Path(__file__).parent / "presets"
 
 Dtype = Literal["float32", "bfloat16", "float16"]
-_texts: dict[tuple, BuiltinText] = {}
-
-
-def shared_text(tokenizer, sources: list[str], files: list[str] | None, column: str) -> BuiltinText:
-    """One tokenised corpus per tokenizer and source, shared by the dataset and the conditions."""
-    key = (id(tokenizer), tuple(sources), tuple(files or ()), column)
-    if key not in _texts:
-        _texts[key] = BuiltinText(tokenizer, sources, files, column)
-    return _texts[key]
-
-
 def _tokenizer(ctx) -> HFTokenizer:
     tokenizer = getattr(ctx, "tokenizer", None)
     if not hasattr(tokenizer, "hf"):

@@ -8,14 +8,16 @@ from typing import Literal
 import dimo_core
 from dimo_core.presets import load_preset
 
-from . import patch_vq
+from dimo_fmnist import patch_vq
+from dimo_fmnist.data import FashionMNISTTokens
+from dimo_fmnist.fashion_mnist import CLASS_NAMES
+from dimo_fmnist.grid import ImageGrid
+from dimo_fmnist.metrics import ImageQuality
+
 from .conditions import ClassLabels
-from .data import FashionMNISTTokens
-from .fashion_mnist import CLASS_NAMES
-from .metrics import ImageQuality, InceptionQuality
+from .metrics import InceptionQuality
 from .teacher import build_teacher
 from .vqgan import load_vqgan
-from .writer import ImageGrid
 
 PRESETS = Path(__file__).parent / "presets"
 

@@ -4,9 +4,9 @@
         assets/fmnist/tokenizer/     word-level CLIP tokenizer of every caption word
         assets/fmnist/text_encoder/  CLIPTextModelWithProjection at toy size, pretrained as a tiny CLIP
                                      against Fashion-MNIST images (tiny_clip.py); frozen afterwards
-    python -m dimo_maskgit.build_assets tokenizer --codebook-size 1024 \
+    python -m dimo_fmnist.build_assets tokenizer --codebook-size 1024 \
         --out plugins/dimo_meissonic/assets/fmnist_patch_vq_1024.safetensors
-        the 1024-code patch VQ (the maskgit plugin's builder; its own default has 256 codes)
+        the 1024-code patch VQ (the Fashion-MNIST bench's builder; its own default has 256 codes)
     python -m dimo_meissonic.build_assets transformer --teacher runs/meissonic-teacher/teacher.safetensors
         assets/fmnist/transformer/   config.json + diffusion_pytorch_model.safetensors, from the output
                                      of `dimo train-teacher plugins=meissonic` (see README.md)
@@ -40,7 +40,7 @@ def build_text(folder: Path, projection_dim: int, max_length: int, hidden_size: 
     encoder = CLIPTextModelWithProjection(config).eval()
     tokenizer.save_pretrained(str(folder / "tokenizer"))  # before training sets its padding state
     if clip_steps:
-        from dimo_maskgit.fashion_mnist import load_split
+        from dimo_fmnist.fashion_mnist import load_split
         images, labels = load_split("train", root)
         train_text_encoder(encoder, tokenizer, images, labels, steps=clip_steps, seed=seed, max_length=max_length)
     encoder.save_pretrained(str(folder / "text_encoder"))

@@ -10,7 +10,7 @@ class CaptionedFashionMNIST:
     names its class with a template drawn from the training templates."""
 
     def __init__(self, tokenizer, conditions, root: str | None = None):
-        from dimo_maskgit.data import FashionMNISTTokens
+        from dimo_fmnist.data import FashionMNISTTokens
         self.images, self.conditions = FashionMNISTTokens(tokenizer, root), conditions
 
     def sample(self, n: int, generator: torch.Generator, split: str = "train") -> tuple[Tensor, dict[str, Tensor]]:

@@ -1,12 +1,12 @@
 """How well samples follow their prompts.
 
-``PromptAlignment``: the maskgit plugin's Fashion-MNIST image metrics (FD in the committed CNN's
+``PromptAlignment``: the Fashion-MNIST bench's image metrics (FD in the committed CNN's
 features, IS analogue, precision/recall/density/coverage) plus ``prompt_alignment``, the CNN's
 accuracy at recovering the class named in each prompt (rows without a class, label -1, are left out).
 """
 from __future__ import annotations
 
-from dimo_maskgit.metrics import ImageQuality
+from dimo_fmnist.metrics import ImageQuality
 from torch import Tensor
 
 

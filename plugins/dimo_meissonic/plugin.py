@@ -46,7 +46,7 @@ def register_teachers(register):
 def register_tokenizers(register):
     def meissonic_vq(ctx, path: str | None = None, patch_tokenizer: str | None = None):
         """path: a Meissonic folder -> its vqvae/ through diffusers (extra dimo[meissonic]); None -> the
-        maskgit plugin's Fashion-MNIST patch tokenizer (``patch_tokenizer`` or its bundled file)."""
+        Fashion-MNIST bench's patch tokenizer (``patch_tokenizer`` or its bundled file)."""
         from .tokenizer import load_patch_tokenizer, load_vq_tokenizer
         if path is not None:
             return load_vq_tokenizer(path, ctx.device)
@@ -89,8 +89,8 @@ def register_datasets(register):
 @dimo_core.hookimpl
 def register_metrics(register):
     def prompt_alignment(ctx, classifier: str | None = None, root: str | None = None, batch_size: int = 500):
-        """The maskgit Fashion-MNIST image metrics plus the CNN's accuracy at the class each prompt names
-        (``classifier``: the evaluation CNN file, default maskgit's; ``root``: Fashion-MNIST folder)."""
+        """The Fashion-MNIST bench's image metrics plus the CNN's accuracy at the class each prompt names
+        (``classifier``: the evaluation CNN file, default the bench's; ``root``: Fashion-MNIST folder)."""
         from .metrics import PromptAlignment
         return PromptAlignment(ctx.tokenizer, classifier, root, batch_size)
     register("prompt_alignment", prompt_alignment)

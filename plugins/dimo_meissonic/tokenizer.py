@@ -2,7 +2,7 @@
 
 The real Meissonic folder holds ``vqvae/`` (a diffusers VQModel, 8192 codes, 16x downsampling:
 1024 px -> 64 x 64 codes); loading it needs the optional extra ``pip install 'dimo[meissonic]'``
-(diffusers). The bundled Fashion-MNIST default uses the maskgit plugin's k-means patch tokenizer.
+(diffusers). The bundled Fashion-MNIST default uses the Fashion-MNIST bench's k-means patch tokenizer (dimo_fmnist).
 """
 from __future__ import annotations
 
@@ -64,10 +64,10 @@ def load_vq_tokenizer(path: str | Path, device: torch.device | str = "cpu") -> D
 
 
 def load_patch_tokenizer(path: str | Path | None = None):
-    """The maskgit plugin's Fashion-MNIST patch tokenizer (its committed asset by default)."""
-    from dimo_maskgit.patch_vq import BUNDLED, PatchVQTokenizer
+    """The Fashion-MNIST bench's patch tokenizer (its committed 256-code asset by default)."""
+    from dimo_fmnist.patch_vq import BUNDLED, PatchVQTokenizer
     path = Path(path) if path else BUNDLED
     if not path.is_file():
-        raise CheckpointError(f"missing patch tokenizer {path}; build it with `python -m dimo_maskgit.build_assets "
-                              f"tokenizer` (the maskgit plugin's asset)")
+        raise CheckpointError(f"missing patch tokenizer {path}; build it with `python -m dimo_fmnist.build_assets "
+                              f"tokenizer` (the bench's asset)")
     return PatchVQTokenizer.load(path)

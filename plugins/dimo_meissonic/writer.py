@@ -1,10 +1,10 @@
-"""``PromptGrid``: maskgit's image grid with the prompt text as the column titles."""
+"""``PromptGrid``: the bench's image grid with the prompt text as the column titles."""
 from __future__ import annotations
 
 import textwrap
 
 import torch
-from dimo_maskgit.writer import ImageGrid
+from dimo_fmnist.grid import ImageGrid
 from torch import Tensor
 
 

@@ -9,7 +9,7 @@ from dimo_core.evaluate import evaluate
 from dimo_core.distill import distill
 from dimo_core.train_teacher import train_teacher
 from dimo_maskgit.build_assets import maskgit_registry
-from dimo_maskgit.fashion_mnist import write_split
+from dimo_fmnist.fashion_mnist import write_split
 
 TINY = ["teacher.hidden=16", "teacher.depth=1", "teacher.heads=2", "teacher.mlp=32"]
 

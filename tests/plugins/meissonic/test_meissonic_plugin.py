@@ -33,7 +33,7 @@ def write_idx(path, array):
 @pytest.fixture(scope="module")
 def small_fashion_mnist(tmp_path_factory):
     """The first 200 training and 100 test images of Fashion-MNIST, in its own idx format."""
-    from dimo_maskgit.fashion_mnist import FILES, load_split
+    from dimo_fmnist.fashion_mnist import FILES, load_split
     root = tmp_path_factory.mktemp("fmnist")
     for split, n in (("train", 200), ("test", 100)):
         images, labels = load_split(split)
@@ -88,8 +88,8 @@ def test_train_teacher_then_distil_then_evaluate(small_fashion_mnist, tmp_path):
     from dimo_core.evaluate import evaluate
     from dimo_core.distill import distill
     from dimo_core.train_teacher import train_teacher
-    from dimo_maskgit.classifier import FashionCNN, features_and_probs, save_classifier
-    from dimo_maskgit.fashion_mnist import load_split
+    from dimo_fmnist.classifier import FashionCNN, features_and_probs, save_classifier
+    from dimo_fmnist.fashion_mnist import load_split
     torch.manual_seed(0)
     net = FashionCNN()
     reference = features_and_probs(net, load_split("test", str(small_fashion_mnist))[0])[0]
@@ -118,7 +118,7 @@ def test_train_teacher_then_distil_then_evaluate(small_fashion_mnist, tmp_path):
 def test_the_committed_teacher_draws_the_class_its_prompt_names(tmp_path):
     """The bundled teacher (assets/fmnist) at 8 steps on held-out prompts, judged by maskgit's CNN."""
     from dimo_core.sample import draw_teacher
-    from dimo_maskgit.classifier import features_and_probs, load_classifier
+    from dimo_fmnist.classifier import features_and_probs, load_classifier
     ctx = context(f"out_dir={tmp_path}")
     cond = ctx.conditions.sample(50, torch.Generator().manual_seed(0), split="eval")
     sampler = ctx.build("samplers", ctx.config.eval.sampler, "eval.sampler")

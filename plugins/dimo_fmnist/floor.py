@@ -1,8 +1,8 @@
 """The image metrics of real Fashion-MNIST training images, raw and through a patch tokenizer: the
 floor that any generator of that tokenizer's codes is measured against.
 
-    python -m dimo_maskgit.floor                                   # the bundled 256-code tokenizer
-    python -m dimo_maskgit.floor --tokenizer path/to/patch_vq.safetensors --samples 2000 --draws 4
+    python -m dimo_fmnist.floor                                    # the bundled 256-code tokenizer
+    python -m dimo_fmnist.floor --tokenizer path/to/patch_vq.safetensors --samples 2000 --draws 4
 
 Each draw takes ``samples / 10`` training images per class (the class balance of ``dimo eval``'s
 conditional rows) and scores them exactly as a sample is scored: FD of the evaluation CNN's features
@@ -54,7 +54,7 @@ def floor(tokenizer_path=BUNDLED, samples: int = 2000, draws: int = 4, root: str
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m dimo_maskgit.floor", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m dimo_fmnist.floor", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tokenizer", default=str(BUNDLED), help="patch VQ .safetensors file")
     parser.add_argument("--samples", type=int, default=2000, help="images per draw (a multiple of 10)")

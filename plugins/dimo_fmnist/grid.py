@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 from torch import Tensor
 
-from .fashion_mnist import CLASS_NAMES
 from .metrics import decode_batches
 
 

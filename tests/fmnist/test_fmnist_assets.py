@@ -2,10 +2,10 @@
 import pytest
 import torch
 
-from dimo_maskgit.classifier import features_and_probs, load_classifier
-from dimo_maskgit.fashion_mnist import default_root, load_split
-from dimo_maskgit.metrics import ImageQuality
-from dimo_maskgit.patch_vq import PatchVQTokenizer
+from dimo_fmnist.classifier import features_and_probs, load_classifier
+from dimo_fmnist.fashion_mnist import default_root, load_split
+from dimo_fmnist.metrics import ImageQuality
+from dimo_fmnist.patch_vq import PatchVQTokenizer
 
 pytestmark = pytest.mark.skipif(not (default_root() / "t10k-images-idx3-ubyte.gz").is_file(),
                                 reason="needs the Debian package dataset-fashion-mnist")
@@ -49,20 +49,3 @@ def test_metric_ranks_real_tokens_above_random_tokens(tokenizer, test_split):
     assert real["fd_fmnist_cnn"] < 0.1 * noise["fd_fmnist_cnn"]
     assert real["precision"] > 0.5 > noise["precision"] and real["coverage"] > 0.5 > noise["coverage"]
     assert real["is_fmnist_cnn"] > 5
-
-
-def test_bundled_teacher_draws_the_requested_classes(tokenizer):
-    """The committed teacher through the preset: guided 4-step samples look like their class."""
-    from dimo_core.config import load_config
-    from dimo_core.context import Context
-    from dimo_core.sample import draw_teacher
-    from dimo_maskgit.build_assets import maskgit_registry
-
-    registry = maskgit_registry()
-    ctx = Context(load_config(["plugins=maskgit"], registry), registry)
-    sampler = ctx.build("samplers", ctx.config.eval.sampler, "eval.sampler")
-    cond = torch.arange(100) % 10
-    tokens = draw_teacher(ctx, sampler, cond, 100, 4, 3.0, torch.Generator().manual_seed(0))
-    assert tokens.shape == (100, 49) and tokens.max() < 256  # no mask id left
-    metrics = ImageQuality(tokenizer, real_samples=100)(tokens, cond)
-    assert metrics["class_accuracy"] > 0.7  # 0.885 on 1,000 samples when committed

@@ -119,7 +119,7 @@ def load_classifier(path: str | Path = BUNDLED) -> tuple[FashionCNN, Tensor, Ten
     tensors, meta = load_tensors(path)
     if "reference.mean" not in tensors or "reference.cov" not in tensors:
         raise CheckpointError(f"{path} lacks reference.mean / reference.cov; rebuild it with "
-                              f"`python -m dimo_maskgit.build_assets classifier`")
+                              f"`python -m dimo_fmnist.build_assets classifier`")
     net = FashionCNN()
     load_state_dict_strict(net, {k[4:]: v for k, v in tensors.items() if k.startswith("net.")}, str(path))
     return net.eval(), tensors["reference.mean"].double(), tensors["reference.cov"].double(), meta

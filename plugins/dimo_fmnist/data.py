@@ -1,4 +1,4 @@
-"""Fashion-MNIST as tokens for ``dimo train-teacher``."""
+"""Fashion-MNIST as tokens of a configured tokenizer, for ``dimo train-teacher``."""
 from __future__ import annotations
 
 import torch

@@ -1,0 +1,102 @@
+"""The maskgit plugin's own parts: class-label conditions, registered names, presets, the Inception path."""
+import sys
+import types
+
+import numpy as np
+import pytest
+import torch
+
+from dimo_core.config import load_config
+from dimo_core.errors import ConfigError
+from dimo_fmnist.classifier import mean_and_cov
+from dimo_fmnist.fashion_mnist import CLASS_NAMES, default_root
+from dimo_fmnist.metrics import ImageQuality
+from dimo_fmnist.patch_vq import PatchVQTokenizer
+from dimo_maskgit.build_assets import maskgit_registry
+from dimo_maskgit.conditions import ClassLabels
+from dimo_maskgit.metrics import InceptionQuality
+
+
+def test_class_labels():
+    labels = ClassLabels(10)
+    g = torch.Generator().manual_seed(0)
+    train = labels.sample(1000, g)
+    assert train.dtype == torch.long and 0 <= train.min() and train.max() < 10 and len(train.unique()) == 10
+    assert labels.sample(12, g, split="eval").tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1]
+    assert labels.null(train[:4]).tolist() == [10] * 4
+    named = ClassLabels(10, CLASS_NAMES)
+    assert named.from_text(["Sneaker", "3", "ankle boot"]).tolist() == [7, 3, 9]
+    with pytest.raises(ConfigError, match="names no class; give an index 0..9 or one of: t-shirt/top"):
+        named.from_text(["cat"])
+
+
+def test_plugin_registers_everything_and_presets_validate():
+    registry = maskgit_registry()
+    expected = {"teachers": "maskgit", "tokenizers": "fmnist_patch_vq", "conditions": "class_labels",
+                "datasets": "fashion_mnist", "metrics": "image_quality", "writers": "image_grid"}
+    for kind, name in expected.items():
+        assert name in registry.names(kind)
+    assert "vqgan" in registry.names("tokenizers")
+    for preset in ("maskgit", "maskgit_imagenet256"):
+        config = load_config([f"preset={preset}"], registry)
+        assert config.teacher.name == "maskgit" and config.distill.init.r_init == 0.6
+    imagenet = load_config(["preset=maskgit_imagenet256"], registry)
+    assert (imagenet.distill.guidance, imagenet.distill.sigma, imagenet.distill.lr_generator,
+            imagenet.distill.ema, imagenet.distill.frozen) == (2.0, 0.1, 1e-5, 0.9999,
+                                                                ["tok_emb.weight", "bias", "pos_emb"])
+
+
+def test_inception_path_needs_torch_fidelity(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "torch_fidelity", None)  # as if not installed
+    with pytest.raises(ConfigError, match="pip install torch-fidelity"):
+        InceptionQuality(PatchVQTokenizer(torch.rand(8, 16)), str(tmp_path / "ref.npz"))
+
+
+class StandInInception(torch.nn.Module):
+    """Plays torch-fidelity's extractor: uint8 RGB in, (features, logits) out."""
+
+    def __init__(self, name, features_list):
+        super().__init__()
+        assert features_list == ["2048", "logits_unbiased"]
+        self.project = torch.nn.Linear(3 * 28 * 28, 6)
+
+    def forward(self, images):
+        assert images.dtype == torch.uint8 and images.shape[1] == 3
+        features = self.project(images.flatten(1).float() / 255)
+        return features, features[:, :4]
+
+
+def test_inception_path_computes_fid_and_is(monkeypatch, tmp_path):
+    module = types.ModuleType("torch_fidelity.feature_extractor_inceptionv3")
+    module.FeatureExtractorInceptionV3 = StandInInception
+    monkeypatch.setitem(sys.modules, "torch_fidelity", types.ModuleType("torch_fidelity"))
+    monkeypatch.setitem(sys.modules, "torch_fidelity.feature_extractor_inceptionv3", module)
+    tok = PatchVQTokenizer(torch.rand(8, 16))
+    codes = torch.randint(0, 8, (64, 49), generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(0)  # reference statistics: these very samples through the same stand-in
+    with torch.no_grad():
+        feats, _ = StandInInception("x", ["2048", "logits_unbiased"])(
+            (tok.decode(codes).expand(-1, 3, -1, -1) * 255).round().to(torch.uint8))
+    mean, cov = mean_and_cov(feats.double())
+    np.savez(tmp_path / "ref.npz", mu=mean.numpy(), sigma=cov.numpy())
+    torch.manual_seed(0)  # the same stand-in weights
+    out = InceptionQuality(tok, str(tmp_path / "ref.npz"), batch_size=16)(codes, None)
+    assert out["fid_inception"] == pytest.approx(0.0, abs=1e-6) and 1.0 <= out["is_inception"] <= 4.0
+
+
+@pytest.mark.skipif(not (default_root() / "t10k-images-idx3-ubyte.gz").is_file(),
+                    reason="needs the Debian package dataset-fashion-mnist")
+def test_bundled_teacher_draws_the_requested_classes():
+    """The committed teacher through the preset: guided 4-step samples look like their class."""
+    from dimo_core.config import load_config
+    from dimo_core.context import Context
+    from dimo_core.sample import draw_teacher
+
+    registry = maskgit_registry()
+    ctx = Context(load_config(["plugins=maskgit"], registry), registry)
+    sampler = ctx.build("samplers", ctx.config.eval.sampler, "eval.sampler")
+    cond = torch.arange(100) % 10
+    tokens = draw_teacher(ctx, sampler, cond, 100, 4, 3.0, torch.Generator().manual_seed(0))
+    assert tokens.shape == (100, 49) and tokens.max() < 256  # no mask id left
+    metrics = ImageQuality(ctx.tokenizer, real_samples=100)(tokens, cond)
+    assert metrics["class_accuracy"] > 0.7  # 0.885 on 1,000 samples when committed
