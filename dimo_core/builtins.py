@@ -47,3 +47,9 @@ def register_samplers(register):
                   guidance_form: Literal["standard", "maskgit"] = "standard"):
         return AncestralSampler(schedule, temperature, guidance_form)
     register("ancestral", ancestral)
+
+
+@hookimpl
+def register_exporters(register):
+    from .export import SafetensorsExporter
+    register("safetensors", lambda ctx: SafetensorsExporter(ctx))  # any teacher; the toy teacher's own format

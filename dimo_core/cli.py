@@ -14,6 +14,7 @@ COMMANDS = {
     "train-teacher": "train or fine-tune an MDM teacher (eq. 3 of the paper)",
     "sample": "draw from the student, or from the teacher (sample.source=teacher sample.steps=N)",
     "eval": "write report.json/report.md and a quality-vs-steps plot for the run in out_dir",
+    "export": "write the student in its teacher's own format (export.format=..., export.path=FOLDER)",
 }
 
 
@@ -67,6 +68,10 @@ def _dispatch(command: str, args: list[str], progress: bool) -> int:
         from .sample import sample
         rows = sample(ctx)
         print(f"samples written to {ctx.out_dir}: {', '.join(f'{k} ({tuple(v.shape)})' for k, v in rows.items())}")
+    elif command == "export":
+        from .export import export
+        paths = export(ctx)
+        print("student exported:\n" + "\n".join(f"  {p}" for p in paths))
     elif command == "eval":
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             raise DimoError("dimo eval runs in one process; launch it without torchrun")

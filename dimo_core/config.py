@@ -123,6 +123,12 @@ class EvalConfig(Strict):
     after_run: bool = False              # `dimo run` ends with `dimo eval` (one process only)
 
 
+class ExportConfig(Strict):
+    format: str | None = None            # None: the teacher's own format (dimo plugins lists exporters)
+    path: str | None = None              # folder written (default: out_dir/export)
+    student: str | None = None           # student weights (default: out_dir/student.safetensors)
+
+
 class DistributedConfig(Strict):
     strategy: Literal["auto", "none", "ddp", "fsdp"] = "auto"  # auto: ddp under torchrun with >1 process, else none
     backend: Literal["auto", "nccl", "gloo"] = "auto"  # auto: nccl on GPU, gloo on CPU
@@ -162,6 +168,7 @@ class RunConfig(Strict):
     train_teacher: TrainTeacherConfig = TrainTeacherConfig()
     sample: SampleConfig = SampleConfig()
     eval: EvalConfig = EvalConfig()
+    export: ExportConfig = ExportConfig()
     distributed: DistributedConfig = DistributedConfig()
     performance: PerformanceConfig = PerformanceConfig()
 

@@ -55,5 +55,13 @@ def register_writers(register):
 
 
 @hookspec
+def register_exporters(register):
+    """Register student exporters (``dimo export``): ``factory(ctx) -> Exporter``, called as
+    ``exporter(student, folder) -> [paths]``. ``register(name, factory, teachers=[...], default=True)``:
+    ``teachers`` lists the teacher names it writes for (none: any), ``default`` makes it the format
+    ``dimo export`` picks for those teachers when ``export.format`` is not given."""
+
+
+@hookspec
 def register_presets(register):
     """Register configuration presets: ``register(name, dict_or_yaml_path)``."""

@@ -14,7 +14,7 @@ from .errors import ConfigError, PluginError
 
 ENTRY_POINT_GROUP = "dimo"
 KINDS = ("teachers", "tokenizers", "conditions", "datasets", "divergences", "init_strategies",
-         "samplers", "metrics", "writers", "presets")
+         "samplers", "metrics", "writers", "exporters", "presets")
 
 
 @dataclass

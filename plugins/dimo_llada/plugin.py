@@ -123,6 +123,17 @@ def register_writers(register):
 
 
 @dimo_core.hookimpl
+def register_exporters(register):
+    from .export import AdapterExporter, HFFolderExporter
+
+    def hf(ctx):
+        """A Hugging Face folder (weights, tokenizer, the teacher's model code); LoRA merged."""
+        return HFFolderExporter(ctx.tokenizer, getattr(ctx.config.teacher, "path", None))
+    register("hf", hf, teachers=["hf_mdm"], default=True)
+    register("adapter", lambda ctx: AdapterExporter(), teachers=["hf_mdm"])  # peft LoRA adapter folder
+
+
+@dimo_core.hookimpl
 def register_presets(register):
     register("llada", load_preset(PRESETS / "llada.yaml"))
     register("llada_8b", load_preset(PRESETS / "llada_8b.yaml"))

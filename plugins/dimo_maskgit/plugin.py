@@ -97,6 +97,13 @@ def register_writers(register):
 
 
 @dimo_core.hookimpl
+def register_exporters(register):
+    from .export import MaskGitV1Exporter
+    # valeoai v1.0's checkpoint: FOLDER/current.pth, read by its --resume --vit-folder FOLDER/
+    register("maskgit_pth", lambda ctx: MaskGitV1Exporter(), teachers=["maskgit"], default=True)
+
+
+@dimo_core.hookimpl
 def register_presets(register):
     register("maskgit", load_preset(PRESETS / "maskgit.yaml"))
     register("maskgit_imagenet256", load_preset(PRESETS / "maskgit_imagenet256.yaml"))

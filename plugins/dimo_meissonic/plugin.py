@@ -106,6 +106,15 @@ def register_writers(register):
 
 
 @dimo_core.hookimpl
+def register_exporters(register):
+    def meissonic_folder(ctx):
+        """The teacher's folder layout: the student as transformer/, the other parts linked."""
+        from .export import MeissonicFolderExporter
+        return MeissonicFolderExporter(getattr(ctx.config.teacher, "path", None))
+    register("meissonic_folder", meissonic_folder, teachers=["meissonic"], default=True)
+
+
+@dimo_core.hookimpl
 def register_presets(register):
     register("meissonic", load_preset(PRESETS / "meissonic.yaml"))
     register("meissonic_1024", load_preset(PRESETS / "meissonic_1024.yaml"))

@@ -1,0 +1,132 @@
+"""`dimo export` of each bundled plug-in: a tiny distilled student, written in its teacher's format and
+read back through the loader of that format, gives the same logits as dimo's student."""
+import torch
+
+from dimo_core.config import load_config
+from dimo_core.context import Context
+from dimo_core.distill import distill
+from dimo_core.export import export
+from dimo_core.registry import get_registry
+from dimo_core.student import load_student
+
+
+def context(*overrides):
+    registry = get_registry()
+    return Context(load_config(["threads=1", "resume=false", *overrides], registry), registry)
+
+
+def distilled(*overrides):
+    ctx = context(*overrides)
+    distill(ctx, progress=False)
+    return ctx, load_student(ctx)
+
+
+def test_maskgit_exports_the_valeoai_v1_checkpoint(tmp_path):
+    from dimo_maskgit.transformer import MaskTransformer
+    arch = dict(hidden=16, depth=1, heads=2, mlp=32, codebook_size=256, num_classes=10, tokens=49, dropout=0.1)
+    overrides = ["plugins=maskgit", f"out_dir={tmp_path}", "teacher.path=null", *(f"teacher.{k}={v}" for k, v in arch.items()),
+                 "distill.steps=2", "distill.batch_size=4", "distill.lr_generator=1e-2", "distill.warmup_steps=0"]
+    ctx, student = distilled(*overrides)
+    [path] = export(ctx)
+    assert path == tmp_path / "export" / "current.pth"
+    # what v1.0's get_network reads: iter, global_epoch and model_state_dict, loaded into its MaskTransformer
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    assert {"iter", "global_epoch", "model_state_dict"} <= set(checkpoint)
+    release = MaskTransformer(**arch)
+    release.load_state_dict(checkpoint["model_state_dict"], strict=True)
+    reloaded = context(*overrides, f"teacher.path={path}").teacher.eval()  # and dimo's own loader
+    tokens = torch.randint(0, 257, (3, 49), generator=torch.Generator().manual_seed(0))
+    labels = torch.tensor([0, 5, 10])  # 10 = the null class
+    with torch.no_grad():
+        expected = student(tokens, labels)
+        assert torch.equal(reloaded(tokens, labels), expected)
+        assert torch.equal(release.eval().release_logits(tokens, labels, 0.0)[..., :256], expected)
+        assert not torch.equal(ctx.teacher.eval()(tokens, labels), expected)
+
+
+def llada_run(tmp_path, *extra):
+    return ["plugins=llada", f"out_dir={tmp_path}", "distill.steps=2", "distill.batch_size=2",
+            "distill.lr_generator=1e-2", "distill.warmup_steps=0", "distill.ema=0", *extra]
+
+
+def prompt_and_response(student, n=2):
+    g = torch.Generator().manual_seed(0)
+    prompt = torch.randint(4, student.vocab_size, (n, 5), generator=g)
+    response = torch.randint(4, student.vocab_size, (n, student.seq_len), generator=g)
+    response[:, ::3] = student.mask_id
+    return prompt, response
+
+
+def test_llada_exports_a_hugging_face_folder_that_auto_classes_load(tmp_path):
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    import dimo_llada.modeling  # noqa: F401  the bundled architecture registers with the Auto classes
+    ctx, student = distilled(*llada_run(tmp_path))
+    export(ctx)
+    folder = tmp_path / "export"
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in folder.iterdir()}
+    model = AutoModelForMaskedLM.from_pretrained(str(folder)).eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    assert tokenizer.mask_token_id == student.mask_id
+    prompt, response = prompt_and_response(student)
+    with torch.no_grad():
+        expected = student(response, prompt)
+        assert torch.equal(model(torch.cat([prompt, response], 1)).logits[:, 5:], expected)
+        reloaded = context(*llada_run(tmp_path), f"teacher.path={folder}").teacher.eval()
+        assert torch.equal(reloaded(response, prompt), expected)
+        assert not torch.equal(ctx.teacher.eval()(response, prompt), expected)
+
+
+def test_llada_lora_student_exports_merged_or_as_a_peft_adapter(tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForMaskedLM
+
+    from dimo_llada.teacher import BUNDLED_TEACHER
+    run = llada_run(tmp_path, "teacher.lora_rank=2", "distill.frozen=[]")
+    ctx, student = distilled(*run)
+    prompt, response = prompt_and_response(student)
+    ids = torch.cat([prompt, response], 1)
+    with torch.no_grad():
+        expected = student(response, prompt)
+        assert not torch.equal(ctx.teacher.eval()(response, prompt), expected)  # the adapters moved
+
+        export(context(*run, f"export.path={tmp_path / 'hf'}"))
+        merged = AutoModelForMaskedLM.from_pretrained(str(tmp_path / "hf")).eval()
+        assert not any("lora" in k for k in merged.state_dict())
+        torch.testing.assert_close(merged(ids).logits[:, 5:], expected, atol=1e-5, rtol=1e-5)  # W + BA rounded once
+
+        export(context(*run, "export.format=adapter", f"export.path={tmp_path / 'adapter'}"))
+        assert (tmp_path / "adapter" / "adapter_config.json").is_file()
+        base = AutoModelForMaskedLM.from_pretrained(BUNDLED_TEACHER, dtype=torch.float32)  # dimo loads fp32
+        adapted = PeftModel.from_pretrained(base, str(tmp_path / "adapter")).eval()
+        assert torch.equal(adapted(input_ids=ids).logits[:, 5:], expected)
+
+
+def test_llada_adapter_format_needs_a_lora_run(tmp_path):
+    import pytest
+
+    from dimo_core.errors import ConfigError
+    run = llada_run(tmp_path, "distill.steps=1")
+    distill(context(*run), progress=False)
+    with pytest.raises(ConfigError, match="lora_rank"):
+        export(context(*run, "export.format=adapter"))
+
+
+def test_meissonic_exports_the_teacher_folder_with_the_student_as_transformer(tmp_path):
+    from dimo_meissonic.plugin import BUNDLED_FOLDER
+    run = ["plugins=meissonic", f"out_dir={tmp_path}", "distill.steps=1", "distill.batch_size=2",
+           "distill.lr_generator=1e-2", "distill.warmup_steps=0", "distill.ema=0"]
+    ctx, student = distilled(*run)
+    export(ctx)
+    folder = tmp_path / "export"
+    assert (folder / "transformer" / "diffusion_pytorch_model.safetensors").is_file()
+    for part in ("text_encoder", "tokenizer"):  # the teacher's other parts, linked
+        assert (folder / part).resolve() == (BUNDLED_FOLDER / part).resolve()
+    reloaded = context(*run, f"teacher.path={folder}", f"conditions.path={folder}")
+    cond = reloaded.conditions.sample(2, torch.Generator().manual_seed(0), split="eval")
+    tokens = torch.randint(0, student.vocab_size, (2, student.seq_len), generator=torch.Generator().manual_seed(1))
+    tokens[:, ::2] = student.mask_id
+    with torch.no_grad():
+        expected = student(tokens, cond)
+        assert torch.equal(reloaded.teacher.eval()(tokens, cond), expected)
+        assert not torch.equal(ctx.teacher.eval()(tokens, cond), expected)
