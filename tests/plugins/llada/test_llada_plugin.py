@@ -22,6 +22,7 @@ def registry():
 def test_every_component_is_registered_by_the_llada_plugin(registry):
     expected = {"teachers": ["hf_mdm"], "tokenizers": ["hf"], "conditions": ["prompts"], "datasets": ["text_pairs"],
                 "samplers": ["llada"], "metrics": ["text_quality"], "writers": ["text_examples"],
+                "exporters": ["adapter", "hf"],
                 "presets": ["llada", "llada_8b"]}
     info = next(p for p in registry.plugins() if p.name == "llada")
     assert info.registers == expected
