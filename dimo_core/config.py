@@ -34,6 +34,7 @@ class DistillConfig(Strict):
     grad_accum: int = 1                  # micro-batches per update (batch_size must divide)
     divergence: Component = Component(name="fkl")  # fkl | rkl | jeffreys (beta) | f (f=js|tv|...) | js | tv
     init: Component = Component(name="random_mask", r_init=0.6)  # r_init: a ratio or a range [a, b] per batch
+    student_steps: list[int] = [1]       # step counts k the student is trained for ([1, 4]: one student, both); stages in dimo_core/stages.py
     sigma: float = 0.1                   # generator-only embedding perturbation (0 = off)
     schedule: str = "arccos"             # masking schedule of x_theta (arccos|cosine|linear|square)
     schedule_clamp: tuple[float, float] | None = None  # Meissonic's release clamps r to [0.02, 0.98]
@@ -68,6 +69,14 @@ class DistillConfig(Strict):
             raise ValueError("must be >= 1")
         return v
 
+    @field_validator("student_steps", mode="before")
+    @classmethod
+    def _step_counts(cls, v):
+        v = [v] if isinstance(v, int) else v
+        if not v or any(not isinstance(k, int) or k < 1 for k in v):
+            raise ValueError("must be step counts >= 1, such as [1] or [1, 2, 4]")
+        return sorted(set(v))
+
 
 class TrainTeacherConfig(Strict):
     steps: int = 2000
@@ -93,7 +102,7 @@ class SampleConfig(Strict):
     source: Literal["teacher", "student", "both"] = "student"
     sampler: Component = Component(name="confidence")
     steps: int = 16                      # teacher steps
-    student_steps: int = 1               # 1 = one pass; k > 1 re-masks and refines (k-step option)
+    student_steps: int | None = None     # student passes k (None: the largest k it was trained for)
     guidance: float = 1.0
     temperature: float = 1.0             # student output temperature
     prompt: list[str] | None = None      # conditions as text (plugins' from_text): prompt="a sneaker", or a class
@@ -109,7 +118,7 @@ class SampleConfig(Strict):
 
 class EvalConfig(Strict):
     teacher_steps: list[int] = [1, 2, 4, 8, 16, 32]
-    student_steps: list[int] = [1]
+    student_steps: list[int] | None = None  # student rows at these k (None: every k it was trained for; []: none)
     samples: int = 2000
     batch_size: int = 250
     sampler: Component = Component(name="confidence")

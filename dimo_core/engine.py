@@ -19,8 +19,9 @@ from .config import DistillConfig
 from .distributed import Parallel, as_local_scalar, unwrap
 from .checkpoint import load_optimizer_state, optimizer_state
 from .errors import CheckpointError, ConfigError, NonFiniteLossError
-from .masking import sample_masked, schedule_progress
+from .masking import random_positions, sample_masked, schedule_progress
 from .sampling import guided_logits, sample_categorical, suppress_mask_column, unguided_weight
+from .stages import schedule_r_init, stage_input, training_stages
 
 
 def lr_factor(step: int, warmup_steps: int, steps: int, min_lr_ratio: float) -> float:
@@ -128,6 +129,8 @@ class DiMOEngine:
         self.step = 0
         self.skipped = 0
         self.last_skip = ""   # why the last batch was skipped (distill.nonfinite=skip)
+        self.stages = training_stages(cfg.student_steps)   # (k, j) per micro-batch, in turn
+        self.r_init = schedule_r_init(init_strategy) if cfg.student_steps != [1] else None
 
     # ---- Algorithm 1 -------------------------------------------------------------------------
     def train_step(self) -> dict[str, float]:
@@ -135,8 +138,8 @@ class DiMOEngine:
         micro = cfg.batch_size // cfg.grad_accum
         self._set_learning_rates()
         logs, drawn = {"div": 0.0, "gen_loss": 0.0, "aux_loss": 0.0}, []
-        for _ in self.parallel.micro_batches(cfg.grad_accum, self.generator):  # generator update (lines 1-6)
-            x_init, cond = self.draw_inputs(micro)                               # 1. x_init, c
+        for i in self.parallel.micro_batches(cfg.grad_accum, self.generator):  # generator update (lines 1-6)
+            x_init, cond = self.draw_inputs(micro, self.stage(i))                # 1. x_init (stage j's input), c
             gen_logits = self.logits(self.generator, x_init, cond, cfg.sigma)    # 2. z_theta(x_init, c)
             x_theta = self.draw_tokens(gen_logits.detach())                      #    x_theta ~ p_theta
             x_t, masked = self.mask(x_theta)                                     # 3. x~_t
@@ -155,7 +158,8 @@ class DiMOEngine:
             self.ema.update(self.generator, self.step)
         for k in range(cfg.aux_updates):                                 # 7. aux update (eq. 3)
             for j in self.parallel.micro_batches(cfg.grad_accum, self.aux):
-                x_theta, cond = drawn[j] if (cfg.aux_samples == "reuse" and k == 0) else self.generator_samples(micro)
+                x_theta, cond = drawn[j] if (cfg.aux_samples == "reuse" and k == 0) else \
+                    self.generator_samples(micro, self.stage(j))
                 x_t, masked = self.mask(x_theta)
                 aux_loss = masked_cross_entropy(self.logits(self.aux, x_t, cond), x_theta, masked,
                                                 self.mask_id, cfg.label_smoothing)
@@ -168,12 +172,31 @@ class DiMOEngine:
     # ---- the pieces ----------------------------------------------------------------------------
     # Every draw is made for the global micro-batch of n rows and cut to this process's rows, so a
     # run on N processes trains on exactly the batches of a one-process run (see distributed.py).
-    def draw_inputs(self, n: int):
-        """x_init and conditions for a global micro-batch of ``n`` rows; this process's rows of them."""
+    def draw_inputs(self, n: int, stage: tuple[int, int] = (1, 1)):
+        """x_init and conditions for a global micro-batch of ``n`` rows; this process's rows of them.
+        ``stage`` (k, j) > 1: stage j's input of a k-step student, from the generator's own rollout."""
         x_init = self.init_strategy(n, self.seq_len, self.vocab_size, self.mask_id, self.rng, self.device)
         cond = self.conditions.sample(n, self.rng) if self.conditions is not None else None
         rows = self.parallel.rows(n // self.parallel.world)
-        return x_init[rows], index_conditions(cond, rows)
+        x_init, cond = x_init[rows], index_conditions(cond, rows)
+        k, j = stage
+        if j > 1:
+            with torch.no_grad():   # backward simulation: the earlier stages are inputs, not trained through
+                x_init = stage_input(lambda x: self.draw_tokens(self.logits(self.generator, x, cond, self.cfg.sigma)),
+                                     self.remask, x_init, self.r_init, k, j)
+        return x_init, cond
+
+    def stage(self, micro: int) -> tuple[int, int]:
+        """The (k, j) stage micro-batch ``micro`` of this step trains: a function of the step, so a
+        resumed run trains the same stages."""
+        return self.stages[(self.step * self.cfg.grad_accum + micro) % len(self.stages)]
+
+    def remask(self, x: Tensor, ratio: float) -> Tensor:
+        """Mask exactly round(ratio L) uniformly chosen positions per row (a k-step student's next input)."""
+        n = x.shape[0] * self.parallel.world
+        counts = torch.full((n,), round(x.shape[1] * ratio), device=self.rng.device)
+        masked = random_positions(n, x.shape[1], counts, self.rng, x.device)[self.parallel.rows(x.shape[0])]
+        return x.masked_fill(masked, self.mask_id)
 
     def draw_tokens(self, logits: Tensor) -> Tensor:
         """x ~ Categorical(softmax(logits / T)) row by row, each row from its own seed (drawn for the
@@ -213,9 +236,10 @@ class DiMOEngine:
         return off + (w - off) * schedule_progress(self.cfg.schedule, r)
 
     @torch.no_grad()
-    def generator_samples(self, n: int):
-        """A fresh x_init and condition, and the generator's sample for them (the release's aux data)."""
-        x_init, cond = self.draw_inputs(n)
+    def generator_samples(self, n: int, stage: tuple[int, int] = (1, 1)):
+        """A fresh x_init (or stage input) and condition, and the generator's sample for them (the
+        release's aux data)."""
+        x_init, cond = self.draw_inputs(n, stage)
         return self.draw_tokens(self.logits(self.generator, x_init, cond, self.cfg.sigma)), cond
 
     def _set_learning_rates(self) -> None:

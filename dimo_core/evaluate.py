@@ -36,9 +36,10 @@ def evaluate(ctx: Context, progress: bool = True) -> dict:
     metrics = [ctx.build("metrics", m, f"eval.metrics[{i}]") for i, m in enumerate(cfg.metrics)]
     sampler = ctx.build("samplers", cfg.sampler, "eval.sampler")
     # a teacher-only report (eval.student_steps=[]) needs no student
-    student = load_student(ctx, cfg.student) if cfg.student_steps else None
+    student = load_student(ctx, cfg.student) if cfg.student_steps != [] else None
+    student_steps = student.trained_steps if student is not None and cfg.student_steps is None else cfg.student_steps
     cond = eval_conditions(ctx, cfg.samples, cfg.seed)
-    jobs = [("teacher", s) for s in cfg.teacher_steps] + [("student", s) for s in cfg.student_steps]
+    jobs = [("teacher", s) for s in cfg.teacher_steps] + [("student", s) for s in student_steps or []]
     rows, grid = [], {}
     for who, steps in tqdm(jobs, desc="eval", disable=not progress):
         if who == "teacher":
@@ -97,10 +98,9 @@ def plot_quality(rows: list[dict], path: Path) -> None:
         teacher = sorted((r["steps"], r["metrics"][name]) for r in rows if r["sampler"] == "teacher" and name in r["metrics"])
         if teacher:
             ax.plot(*zip(*teacher), "o-", label="teacher")
-        for r in rows:
-            if r["sampler"] == "student" and name in r["metrics"]:
-                ax.plot([r["steps"]], [r["metrics"][name]], "r*", markersize=14,
-                        label="student" if r["steps"] == 1 else f"student {r['steps']}")
+        student = sorted((r["steps"], r["metrics"][name]) for r in rows if r["sampler"] == "student" and name in r["metrics"])
+        if student:  # one student sampled at each k it serves: a curve beside the teacher's
+            ax.plot(*zip(*student), "r*-", markersize=12, label="student")
         ax.set_xscale("log", base=2)
         ax.set_xlabel("steps")
         ax.set_title(name)

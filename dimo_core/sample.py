@@ -11,6 +11,7 @@ from .context import Context
 from .errors import ConfigError
 from .run_folder import one_process, prepare_out_dir
 from .sampling import student_sample
+from .stages import schedule_r_init
 from .student import load_student
 
 
@@ -45,11 +46,10 @@ def global_rng_from(generator: torch.Generator):
 def draw_student(ctx: Context, student, cond, n: int, steps: int, temperature: float, generator) -> torch.Tensor:
     init = ctx.build("init_strategies", ctx.config.distill.init, "distill.init")
     x_init = init(n, student.seq_len, student.vocab_size, student.mask_id, generator, ctx.device)
-    r_init = getattr(init, "r_init", 0.6)
+    r_init = schedule_r_init(init) if steps > 1 else 0.0   # the ratios of stages 2..k scale it
     with global_rng_from(generator):
         return student_sample(model_fn(student, ctx.config.distill.sigma), x_init, cond, mask_id=student.mask_id,
-                              generator=generator, temperature=temperature, steps=steps,
-                              r_init=r_init if isinstance(r_init, float) else sum(r_init) / 2)
+                              generator=generator, temperature=temperature, steps=steps, r_init=r_init)
 
 
 def prompt_conditions(ctx: Context, prompts: list[str], n: int):
@@ -82,7 +82,7 @@ def sample(ctx: Context) -> dict[str, torch.Tensor]:
     if cfg.source in ("student", "both"):
         student = load_student(ctx, cfg.student)
         generator = torch.Generator(ctx.device).manual_seed(cfg.seed)
-        steps = max(cfg.student_steps, 1)
+        steps = max(cfg.student_steps or max(student.trained_steps), 1)
         tensors["student"] = rows["student" if steps == 1 else f"student {steps} steps"] = draw_student(
             ctx, student, cond, cfg.n, steps, cfg.temperature, generator)
     save_tensors(out / "samples.safetensors", tensors, {"labels": list(rows)})

@@ -11,6 +11,7 @@ from torch import Tensor
 from .conditions import cat_conditions
 from .masking import mask_ratio, random_positions
 from .protocols import Cond, LogitsFn
+from .stages import stage_input
 
 GuidanceForm = Literal["standard", "maskgit"]
 
@@ -154,15 +155,14 @@ class AncestralSampler:
 @torch.no_grad()
 def student_sample(model: LogitsFn, x_init: Tensor, cond: Cond, *, mask_id: int, generator: torch.Generator,
                    temperature: float = 1.0, steps: int = 1, r_init: float = 0.6) -> Tensor:
-    """One forward pass: every position drawn from the generator's logits on x_init.
+    """The student's sample at ``steps`` = k passes (one pass: every position drawn from the
+    generator's logits on x_init). k > 1: the k-step schedule of dimo_core.stages, the one
+    ``distill.student_steps`` trains: each stage's sample, round(L * r_init (k - j + 1) / k) random
+    positions masked again, is stage j's input."""
+    def draw(x):
+        return sample_categorical(suppress_mask_column(model(x, cond).float(), mask_id), generator, temperature)
 
-    steps > 1 (an option): re-mask round(L * r_init * (k - j) / k) random positions of the sample
-    and run the generator again, j = 1..k-1."""
-    x = sample_categorical(suppress_mask_column(model(x_init, cond).float(), mask_id), generator, temperature)
-    b, length = x.shape
-    for j in range(1, steps):
-        n = torch.full((b,), round(length * r_init * (steps - j) / steps), device=x.device)
-        remask = random_positions(b, length, n, generator, x.device)
-        logits = suppress_mask_column(model(x.masked_fill(remask, mask_id), cond).float(), mask_id)
-        x = sample_categorical(logits, generator, temperature)
-    return x
+    def remask(x, ratio):
+        counts = torch.full((x.shape[0],), round(x.shape[1] * ratio), device=x.device)
+        return x.masked_fill(random_positions(x.shape[0], x.shape[1], counts, generator, x.device), mask_id)
+    return draw(stage_input(draw, remask, x_init, r_init, steps, steps))

@@ -23,7 +23,8 @@ def teacher_spec(ctx: Context) -> dict:
 def save_student(path: Path, weights: dict, engine: "DiMOEngine", ctx: Context) -> None:
     save_tensors(path, weights,
                  {"teacher": teacher_spec(ctx), "step": engine.step, "ema": bool(engine.ema), "partial": engine.partial,
-                  "init": ctx.config.distill.init.spec(), "sigma": ctx.config.distill.sigma})
+                  "init": ctx.config.distill.init.spec(), "sigma": ctx.config.distill.sigma,
+                  "student_steps": ctx.config.distill.student_steps})
 
 
 def load_student(ctx: Context, path: str | Path | None = None) -> torch.nn.Module:
@@ -43,4 +44,5 @@ def load_student(ctx: Context, path: str | Path | None = None) -> torch.nn.Modul
         load_state_dict_strict(student, tensors, str(path), required=set(tensors))
     else:
         load_state_dict_strict(student, tensors, str(path))
+    student.trained_steps = list(meta.get("student_steps", [1]))  # the k it was trained for (distill.student_steps)
     return student.eval().requires_grad_(False)
