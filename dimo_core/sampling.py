@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .conditions import cat_conditions
+from .errors import ConfigError
 from .masking import mask_ratio, random_positions
 from .protocols import Cond, LogitsFn
 from .stages import stage_input
@@ -77,28 +78,48 @@ def masked_after_step(schedule: str, s: int, steps: int, n_masked0: Tensor, stil
     return torch.minimum(torch.floor(r_next * n_masked0).long(), still_masked.sum(1) - 1).clamp_min(0)
 
 
+Progress = Literal["to_last_step", "to_steps"]
+
+
+def step_progress(s: int, steps: int, progress: Progress = "to_last_step") -> float:
+    """How far step s of ``steps`` is into the sampling, in [0, 1].
+
+    to_last_step: s / (steps - 1), 1 at the last step (MaskGit v1.0 after its 2023-11-03 correction;
+    Meissonic's linspace(2, 0, steps) noise scale); one step is step 0 (torch.linspace's convention).
+    to_steps: s / steps, (steps - 1) / steps at the last step (MaskGit-pytorch before that correction)."""
+    if progress == "to_steps":
+        return s / steps
+    return s / (steps - 1) if steps > 1 else 0.0
+
+
 class ConfidenceSampler:
     """MaskGit's sampler: at each step draw every masked token, keep the most confident ones.
 
     Confidence = log p(drawn token) + r_temp * Gumbel * (1 - progress). The number still masked
-    after step s follows the schedule; guidance ramps linearly from 0 (as MaskGit) or is constant;
-    the temperature is constant or annealed linearly to ``final_temperature`` (Meissonic)."""
+    after step s follows the schedule; guidance ramps linearly from unguided at step 0 to w at
+    progress 1 (MaskGit) or is constant (Meissonic); the temperature is constant or annealed
+    linearly to ``final_temperature``. ``progress`` is ``step_progress``: by default full guidance
+    and zero noise at the last step, as MaskGit v1.0 and Meissonic's pipeline."""
 
     def __init__(self, schedule: str = "arccos", temperature: float = 1.0, final_temperature: float | None = None,
-                 r_temp: float = 4.5, guidance_ramp: bool = True, guidance_form: GuidanceForm = "standard"):
+                 r_temp: float = 4.5, guidance_ramp: bool = True, guidance_form: GuidanceForm = "standard",
+                 progress: Progress = "to_last_step"):
+        if progress not in ("to_last_step", "to_steps"):
+            raise ConfigError(f"sampler.progress must be to_last_step or to_steps, got {progress!r}")
         self.schedule, self.temperature, self.final_temperature = schedule, temperature, final_temperature
         self.r_temp, self.guidance_ramp, self.guidance_form = r_temp, guidance_ramp, guidance_form
+        self.progress = progress
 
     def __call__(self, model, x, cond, null_cond, *, steps, guidance, mask_id, generator):
         x = x.clone()
         n_masked0 = (x == mask_id).sum(1)
         for s in range(steps):
-            progress = s / steps
+            progress = step_progress(s, steps, self.progress)
             still_masked = x == mask_id
             if not still_masked.any():
                 break
             keep_masked = masked_after_step(self.schedule, s, steps, n_masked0, still_masked)
-            w = self._guidance(guidance, s, steps)
+            w = self._guidance(guidance, progress)
             logits = suppress_mask_column(guided_logits(model, x, cond, null_cond, w, self.guidance_form).float(), mask_id)
             temperature = self._temperature(progress)
             log_probs = F.log_softmax(logits / max(temperature, 1e-6), -1)
@@ -106,7 +127,7 @@ class ConfidenceSampler:
             conf = log_probs.gather(-1, drawn[..., None])[..., 0]
             if self.r_temp:
                 u = torch.rand(conf.shape, generator=generator, device=generator.device, dtype=torch.float64)
-                conf = conf + (self.r_temp * (1 - progress) * -torch.log(-torch.log(u.clamp_min(1e-300)))).to(conf)
+                conf = conf + (self.noise_scale(progress) * -torch.log(-torch.log(u.clamp_min(1e-300)))).to(conf)
             conf = conf.masked_fill(~still_masked, -math.inf)
             n_commit = still_masked.sum(1) - keep_masked
             ranks = conf.argsort(1, descending=True).argsort(1)
@@ -114,12 +135,16 @@ class ConfidenceSampler:
             x = torch.where(commit, drawn, x)
         return x
 
-    def _guidance(self, w: float, s: int, steps: int) -> float:
-        """MaskGit v1.0's ramp: w * s / steps, so step 0 is unguided and the last step gets w (steps-1)/steps."""
+    def noise_scale(self, progress: float) -> float:
+        """The Gumbel noise scale of the confidence: r_temp (1 - progress)."""
+        return self.r_temp * (1 - progress)
+
+    def _guidance(self, w: float, progress: float) -> float:
+        """The ramp from the unguided weight at progress 0 to w at progress 1 (MaskGit: w * progress)."""
         if not self.guidance_ramp:
             return w
         off = unguided_weight(self.guidance_form)
-        return off + (w - off) * s / steps
+        return off + (w - off) * progress
 
     def _temperature(self, progress: float) -> float:
         if self.final_temperature is None:

@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from dimo_core import sampling
+from dimo_core.errors import ConfigError
 from dimo_core.sampling import AncestralSampler, ConfidenceSampler, masked_after_step, sample_categorical, student_sample
 
 
@@ -43,14 +44,59 @@ def test_student_sample_is_one_pass_by_default():
     assert len(calls) == 4
 
 
-def test_guidance_ramps_as_maskgit_v1_from_zero_at_the_first_step():
-    """valeoai v1.0: _w = w * step / steps, so one step is unguided and the last step gets w (n-1)/n."""
-    ramp = ConfidenceSampler(guidance_form="maskgit")
-    assert [ramp._guidance(3.0, s, 4) for s in range(4)] == [0.0, 0.75, 1.5, 2.25]
-    assert ramp._guidance(3.0, 0, 1) == 0.0
-    standard = ConfidenceSampler(guidance_form="standard")
-    assert [standard._guidance(3.0, s, 2) for s in range(2)] == [1.0, 2.0]  # u + w(c-u): 1 is unguided
-    assert ConfidenceSampler(guidance_ramp=False)._guidance(3.0, 0, 4) == 3.0
+def release_schedule(w, r_temp, steps, denominator):
+    """valeoai/Maskgit-pytorch's sampling loop, transcribed: _w = w * (indice / d) and Gumbel noise
+    r_temp * (1 - indice / d), with d = len(scheduler) - 1 since the 2023-11-03 correction (v1.0)
+    and d = len(scheduler) before it."""
+    return [(w * (i / denominator), r_temp * (1 - i / denominator)) for i in range(steps)]
+
+
+def recorded_schedule(monkeypatch, sampler, steps, w):
+    """(guidance weight, Gumbel noise scale) the sampler really uses at each step."""
+    seen = []
+    real_guided, real_noise = sampling.guided_logits, sampler.noise_scale
+    monkeypatch.setattr(sampling, "guided_logits", lambda m, x, c, n, weight, form: seen.append([weight]) or
+                        real_guided(m, x, c, n, weight, form))
+    monkeypatch.setattr(sampler, "noise_scale", lambda progress: seen[-1].append(real_noise(progress)) or
+                        real_noise(progress))
+    model = lambda x, cond: torch.zeros(*x.shape, 4)   # noqa: E731  ties everywhere: only the schedule matters
+    cond = torch.zeros(2, dtype=torch.long)
+    sampler(model, torch.full((2, 16), 4), cond, cond, steps=steps, guidance=w, mask_id=4,
+            generator=torch.Generator().manual_seed(0))
+    return torch.tensor(seen, dtype=torch.float64)
+
+
+def close(got, expected) -> bool:
+    return got.shape == torch.tensor(expected).shape and torch.allclose(got, torch.tensor(expected, dtype=torch.float64))
+
+
+def test_confidence_sampler_follows_maskgit_v1_corrected_schedule(monkeypatch):
+    """Default: full guidance and zero noise at the last step, as v1.0 (and Meissonic's linspace(2, 0, N))."""
+    sampler = ConfidenceSampler(schedule="linear", r_temp=4.5, guidance_form="maskgit")
+    got = recorded_schedule(monkeypatch, sampler, 4, 3.0)
+    assert close(got, release_schedule(3.0, 4.5, 4, 3))
+    assert close(got, [(0.0, 4.5), (1.0, 3.0), (2.0, 1.5), (3.0, 0.0)])
+
+
+def test_the_pre_correction_schedule_is_an_option(monkeypatch):
+    sampler = ConfidenceSampler(schedule="linear", r_temp=4.5, guidance_form="maskgit", progress="to_steps")
+    got = recorded_schedule(monkeypatch, sampler, 4, 3.0)
+    assert close(got, release_schedule(3.0, 4.5, 4, 4))
+    assert close(got, [(0.0, 4.5), (0.75, 3.375), (1.5, 2.25), (2.25, 1.125)])
+
+
+def test_guidance_ramp_in_the_standard_form_and_constant_guidance(monkeypatch):
+    standard = ConfidenceSampler(schedule="linear", guidance_form="standard")   # u + w (c - u): 1 is unguided
+    assert close(recorded_schedule(monkeypatch, standard, 3, 3.0)[:, 0], [1.0, 2.0, 3.0])
+    constant = ConfidenceSampler(schedule="linear", r_temp=2.0, guidance_ramp=False)   # Meissonic's pipeline
+    assert close(recorded_schedule(monkeypatch, constant, 3, 9.0), [(9.0, 2.0), (9.0, 1.0), (9.0, 0.0)])
+
+
+def test_one_step_is_step_zero_of_the_ramp():
+    assert sampling.step_progress(0, 1) == 0.0 == sampling.step_progress(0, 1, "to_steps")
+    assert ConfidenceSampler(guidance_form="maskgit")._guidance(3.0, sampling.step_progress(0, 1)) == 0.0
+    with pytest.raises(ConfigError, match="progress"):
+        ConfidenceSampler(progress="s/steps")
 
 
 @pytest.mark.parametrize("temperature", [1.0, 0.5])
