@@ -13,8 +13,18 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM, PretrainedConfig,
                           PreTrainedModel)
-from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import CausalLMOutput, MaskedLMOutput
+
+try:
+    from transformers.modeling_layers import GradientCheckpointingLayer
+except ImportError:  # transformers before 4.52: the same switch, which gradient_checkpointing_enable() sets
+    class GradientCheckpointingLayer(nn.Module):
+        gradient_checkpointing = False
+
+        def __call__(self, *args, **kwargs):
+            if self.gradient_checkpointing and self.training:
+                return self._gradient_checkpointing_func(super().__call__, *args, **kwargs)
+            return super().__call__(*args, **kwargs)
 
 
 class DimoLladaConfig(PretrainedConfig):

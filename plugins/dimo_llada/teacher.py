@@ -19,6 +19,7 @@ from dimo_core.conditions import conditions_to
 from dimo_core.errors import CheckpointError, ConfigError
 from dimo_core.init import perturb_embeddings
 
+from .hf_loading import load_masked_lm
 from .tokenizer import read_model_config, resolve_mask_id
 
 ASSETS = Path(__file__).parent / "assets"
@@ -37,25 +38,6 @@ def prompt_parts(cond) -> tuple[Tensor | None, Tensor | None]:
         return cond["input_ids"], cond.get("attention_mask")
     raise ConfigError(f"a text teacher takes prompt ids (B, P) or a dict with input_ids as its condition, "
                       f"got {type(cond).__name__}{sorted(cond) if isinstance(cond, dict) else ''}")
-
-
-def load_masked_lm(path: str | Path, trust_remote_code: bool = False, dtype: str = "float32") -> nn.Module:
-    """AutoModelForMaskedLM, else AutoModel (LLaDA registers only AutoModel / AutoModelForCausalLM)."""
-    from transformers import AutoModel, AutoModelForMaskedLM
-
-    from . import modeling  # noqa: F401  registers the bundled architecture with the Auto classes
-    if not (Path(path) / "config.json").is_file():
-        raise CheckpointError(f"{path} is not a Hugging Face model folder (no config.json); give the folder that "
-                              f"holds config.json and the weights, or a dimo teacher .safetensors file")
-    kwargs = dict(trust_remote_code=trust_remote_code, dtype=DTYPES[dtype])
-    errors = []
-    for auto in (AutoModelForMaskedLM, AutoModel):
-        try:
-            return auto.from_pretrained(str(path), **kwargs)
-        except (ValueError, KeyError, OSError) as e:
-            errors.append(f"{auto.__name__}: {str(e).splitlines()[0][:300]}")
-    hint = "" if trust_remote_code else "; if the folder ships its own model code (LLaDA does), set teacher.trust_remote_code=true"
-    raise CheckpointError(f"cannot load a masked LM from {path} ({'; '.join(errors)}){hint}")
 
 
 def find_module(model: nn.Module, dotted: str) -> nn.Module:
