@@ -1,7 +1,7 @@
 """Remote-code text teachers in their published layout, loaded under the installed transformers.
 
 The folders hold this project's own modeling files, written in the style of the published ones
-(tests/plugins/remote_code/): a 4.x-era PreTrainedModel subclass whose __init__ never calls
+(tests/plugins/llada/remote_code/): a 4.x-era PreTrainedModel subclass whose __init__ never calls
 post_init(), auto_map in config.json, safetensors weights. CI also runs this file under the lowest
 transformers pyproject.toml allows (.ci/run)."""
 import re
@@ -15,7 +15,7 @@ import transformers
 
 from dimo_core.errors import CheckpointError
 from dimo_llada.hf_loading import LOWEST_TRANSFORMERS, compatible_class, load_masked_lm
-from dimo_llada.hf_teacher import load_teacher
+from dimo_llada.teacher import load_teacher
 from remote_code_folders import reference_model, write_remote_code_folder
 
 
@@ -92,6 +92,6 @@ def test_a_model_file_that_does_not_import_is_a_clear_error(llada_style, tmp_pat
 
 
 def test_the_lowest_transformers_errors_name_is_the_pyproject_bound():
-    pyproject = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
+    pyproject = tomllib.loads((Path(__file__).parents[3] / "pyproject.toml").read_text())
     bound = next(d for d in pyproject["project"]["dependencies"] if d.startswith("transformers"))
     assert re.search(r">=([0-9.]+)", bound).group(1) == LOWEST_TRANSFORMERS
