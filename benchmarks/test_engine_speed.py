@@ -7,15 +7,15 @@ from dimo_core.config import DistillConfig
 from dimo_core.divergences import FKL
 from dimo_core.engine import DiMOEngine, masked_cross_entropy
 from dimo_core.init import RandomMaskInit
-from timing import median_seconds
+from timing import median_seconds, step_forward_passes, synced, throughput_rows, toy_forward_flops
 
 BATCH = 32
 
 
-def make_engine(model, conditions, aux_samples):
+def make_engine(model, conditions, aux_samples, dtype="auto"):
     cfg = DistillConfig(batch_size=BATCH, guidance=2.0, aux_samples=aux_samples, ema=0.999, warmup_steps=0,
                         lr_generator=1e-5, lr_aux=1e-5)
-    return DiMOEngine(model, conditions, FKL(), RandomMaskInit(0.6), cfg, seed=0)
+    return DiMOEngine(model, conditions, FKL(), RandomMaskInit(0.6), cfg, seed=0, dtype=dtype)
 
 
 @pytest.mark.parametrize("aux_samples", ["reuse", "fresh"])
@@ -45,12 +45,15 @@ def test_engine_step_vs_its_passes(benchmark, model_and_conditions, aux_samples)
     }
     if aux_samples == "fresh":
         passes["generator forward (fresh aux sample)"] = median_seconds(lambda: fwd(engine.generator))
-    benchmark.pedantic(engine.train_step, rounds=5, warmup_rounds=1)
+    benchmark.pedantic(synced(engine.train_step), rounds=5, warmup_rounds=1)
     step = benchmark.stats.stats.median
     ratio = step / sum(passes.values())
-    benchmark.extra_info.update({"step_over_passes": ratio, **{k: v for k, v in passes.items()}})
+    flops = toy_forward_flops(model, BATCH) * step_forward_passes(True, aux_samples)
+    rows = throughput_rows(step, BATCH, model.seq_len, flops, engine.dtype)
+    benchmark.extra_info.update({"step_over_passes": ratio, **passes, **rows})
     print(f"\n[{aux_samples}] engine step / sum of its passes = {ratio:.3f} ({step * 1e3:.0f} ms vs "
-          f"{sum(passes.values()) * 1e3:.0f} ms)")
+          f"{sum(passes.values()) * 1e3:.0f} ms); {engine.dtype} on {x.device}: "
+          + ", ".join(f"{k} {v:.3g}" for k, v in rows.items()))
     assert ratio < 2.0  # CPU timings are noisy; the aim (1.15) is checked on an idle machine, see README
 
 
@@ -79,9 +82,9 @@ def test_peak_memory_of_a_step_against_model_and_optimiser_bytes(benchmark, mode
     param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     static = param_bytes * (3 + 4 + 1)  # 3 models, Adam's 2 moments x 2 trained models, EMA
     if torch.cuda.is_available():
-        engine = make_engine(model.cuda(), conditions, "fresh")
+        engine = make_engine(model, conditions, "fresh")   # the fixture's own model, already on the GPU
         torch.cuda.reset_peak_memory_stats()
-        benchmark.pedantic(engine.train_step, rounds=2, warmup_rounds=1)
+        benchmark.pedantic(synced(engine.train_step), rounds=2, warmup_rounds=1)
         peak = torch.cuda.max_memory_allocated()
     else:
         probe = MEMORY_PROBE.format(bench=str(Path(__file__).parent))

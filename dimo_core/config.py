@@ -55,7 +55,7 @@ class DistillConfig(Strict):
     grad_clip: float | None = 1.0        # generator gradient norm (None = off)
     aux_grad_clip: float | None = None
     ema: float = 0.9999                  # EMA rate of the generator, ramped min(rate, (1+s)/(10+s)); 0 = off
-    frozen: list[str] = []               # fnmatch patterns of parameter names frozen in generator and aux
+    frozen: list[str] = []               # fnmatch patterns (a|b: either) of parameter names frozen in generator and aux
     nonfinite: Literal["stop", "skip"] = "stop"  # on a NaN/inf loss: stop (keep last checkpoint) | skip batch
     train_mode: bool = True              # generator/aux in train mode (dropout as the model defines)
     log_every: int = 50
@@ -167,7 +167,7 @@ class RunConfig(Strict):
     seed: int = 0
     device: str = "cpu"
     threads: int | None = None           # CPU threads for torch (None: torch's default; 1 on a busy machine)
-    dtype: Literal["float32", "bfloat16"] = "float32"  # autocast dtype; weights stay fp32
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # autocast dtype (auto: bfloat16 on CUDA, else float32); weights stay fp32
     resume: bool = True                  # continue from out_dir's last checkpoint
     teacher: Component = Component()
     tokenizer: Component = Component()

@@ -11,7 +11,7 @@ from .attention import set_attention_backend
 from .checkpoint import save_json
 from .context import Context
 from .distributed import Parallel
-from .engine import DiMOEngine
+from .engine import DiMOEngine, autocast_dtype
 from .errors import CheckpointError, ConfigError, NonFiniteLossError
 from .memory import ModelShape, estimate_memory, format_bytes, free_memory, peak_memory, reset_peak
 from .run_folder import STUDENT_FILE, Checkpoints, JsonLog, prepare_out_dir
@@ -57,24 +57,37 @@ def _distill(ctx: Context, parallel: Parallel, progress: bool) -> Path:
     reset_peak(parallel.device)
     try:
         while engine.step < cfg.steps:
-            logs = engine.safe_step()
+            logs = engine.train_step()  # device values: read on logging and checkpoint steps only
             bar.update(1)
-            if logs is None:  # a non-finite batch skipped on every rank: counted in the log
-                log and log.write({"step": engine.step, "skipped": engine.skipped, "nonfinite": engine.last_skip})
-            elif engine.step % cfg.log_every == 0 or engine.step == cfg.steps:
-                logs = parallel.mean(logs)
-                log and log.write({"step": engine.step, "skipped": engine.skipped, **logs})
-                bar.set_postfix(div=f"{logs['div']:.4f}", aux=f"{logs['aux_loss']:.3f}")
-            if engine.step % cfg.ckpt_every == 0 or engine.step == cfg.steps:
+            logging = engine.step % cfg.log_every == 0 or engine.step == cfg.steps
+            checkpoint = engine.step % cfg.ckpt_every == 0 or engine.step == cfg.steps
+            if logging or checkpoint:
+                new_skips = engine.check_finite()  # non-finite batches since the last check (raise: stops here)
+                if logging or new_skips:
+                    write_log(log, bar, engine, logs, new_skips)
+            if checkpoint:
                 last_dir = save_checkpoint(engine, checkpoints, out, ctx) or last_dir
     except NonFiniteLossError as e:
-        log and log.write({"step": engine.step, "skipped": engine.skipped, "stopped": str(e)})
+        log and log.write({"step": engine.nonfinite_step, "skipped": engine.skipped, "stopped": str(e)})
         where = f"the last good checkpoint is {last_dir}" if last_dir else "no checkpoint was written yet"
         raise NonFiniteLossError(f"{e}; {where}") from None
     finally:
         bar.close()
     report_peak_memory(estimate, parallel, out, memory_at_start)
     return out / STUDENT_FILE
+
+
+def write_log(log: JsonLog | None, bar, engine: DiMOEngine, logs: dict, new_skips: int) -> None:
+    """One log line: the step's losses (averaged over processes) unless this batch was skipped, and
+    the batches skipped so far with why, when some were skipped since the last line."""
+    record = {"step": engine.step, "skipped": engine.skipped}
+    if new_skips:
+        record["nonfinite"] = engine.last_skip
+    if not engine.last_step_skipped:
+        logs = engine.read_logs(logs)
+        record.update(logs)
+        bar.set_postfix(div=f"{logs['div']:.4f}", aux=f"{logs['aux_loss']:.3f}")
+    log and log.write(record)
 
 
 def save_checkpoint(engine: DiMOEngine, checkpoints: "Checkpoints", out: Path, ctx: Context) -> Path | None:
@@ -89,15 +102,23 @@ def save_checkpoint(engine: DiMOEngine, checkpoints: "Checkpoints", out: Path, c
     return engine.parallel.on_main(write, "write the checkpoint")
 
 
+def model_shape(ctx: Context) -> ModelShape:
+    """The teacher's shape for the memory estimate; a text prompt (conditions with ``prompt_len``) is
+    part of the sequence the model reads: prompt + response tokens per sample."""
+    prompt_tokens = getattr(ctx.conditions, "prompt_len", 0) if ctx.config.conditions.name else 0
+    return ModelShape.of(ctx.teacher, ctx.config.distill.frozen, condition_tokens=prompt_tokens)
+
+
 def check_memory(ctx: Context, parallel: Parallel):
     """Print the memory estimate per process; refuse to start when it exceeds what is free."""
     perf, cfg = ctx.config.performance, ctx.config.distill
     if not perf.memory_check:
         return None
     teacher = ctx.teacher
-    estimate = estimate_memory(ModelShape.of(teacher, cfg.frozen),
+    estimate = estimate_memory(model_shape(ctx),
                                batch_per_rank=cfg.batch_size // (cfg.grad_accum * parallel.world),
-                               dtype=ctx.config.dtype, strategy=parallel.strategy, world=parallel.world,
+                               dtype=autocast_dtype(ctx.config.dtype, parallel.device), strategy=parallel.strategy,
+                               world=parallel.world,
                                activation_checkpointing=perf.activation_checkpointing, ema=cfg.ema > 0,
                                cuda=parallel.device.type == "cuda")
     loaded = sum(p.numel() * p.element_size() for p in teacher.parameters())  # already counted by free memory

@@ -151,20 +151,27 @@ class Parallel:
             return bool(flag)
         return bool(self._reduce(float(bool(flag)), dist.ReduceOp.MIN))
 
+    def any_rank(self, flag: Tensor) -> Tensor:
+        """A device flag true on every rank iff it is true on some rank (no host read)."""
+        if self.world == 1:
+            return flag
+        return self._reduce(flag.double(), dist.ReduceOp.MAX).to(flag.device) > 0
+
     def share(self, count: Tensor) -> Tensor | float:
         """count * world / (sum of count over ranks): weights a per-rank mean so that the average over
-        ranks (what DDP/FSDP compute) is the mean over every rank's items."""
+        ranks (what DDP/FSDP compute) is the mean over every rank's items. A device tensor: no host read."""
         if self.world == 1:
             return 1.0
-        total = self._reduce(count.detach().double(), dist.ReduceOp.SUM)
-        return float(count) * self.world / max(float(total), 1.0)
+        count = count.detach().double()
+        total = self._reduce(count, dist.ReduceOp.SUM).to(count.device)
+        return (count * self.world / total.clamp_min(1.0)).float()
 
-    def mean(self, logs: dict[str, float]) -> dict[str, float]:
-        if self.world == 1:
-            return logs
+    def mean(self, logs: dict[str, float | Tensor]) -> dict[str, float]:
+        """The logs averaged over ranks, as numbers (a host read)."""
         names = list(logs)  # the same keys, in the same order, on every rank
-        values = self._reduce(torch.tensor([logs[k] for k in names], dtype=torch.float64), dist.ReduceOp.SUM)
-        return {k: float(v) / self.world for k, v in zip(names, values.tolist())}
+        values = torch.stack([torch.as_tensor(logs[k], dtype=torch.float64).to(self._comm_device()) for k in names])
+        values = self._reduce(values, dist.ReduceOp.SUM) / self.world
+        return dict(zip(names, values.tolist()))
 
     def max(self, value: float) -> float:
         return value if self.world == 1 else float(self._reduce(value, dist.ReduceOp.MAX))

@@ -2,6 +2,11 @@
 
 Three copies of one architecture: the frozen teacher phi, the generator theta (the student) and
 the auxiliary model psi that tracks the generator's distribution on masked samples.
+
+A step never reads a device value back to the host: losses and the non-finite flags stay on the
+device, a non-finite batch is skipped by the optimisers themselves (fused Adam's ``found_inf``),
+and the host reads them only when asked (``read_logs``, ``check_finite``, ``skipped``: logging
+steps and checkpoints). No step draws from torch's global RNG except dropout (``train_mode``).
 """
 from __future__ import annotations
 
@@ -15,13 +20,18 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .conditions import index_conditions
+from .counter_rng import row_uniforms, stream_key
 from .config import DistillConfig
 from .distributed import Parallel, as_local_scalar, unwrap
 from .checkpoint import load_optimizer_state, optimizer_state
 from .errors import CheckpointError, ConfigError, NonFiniteLossError
 from .masking import random_positions, sample_masked, schedule_progress
-from .sampling import guided_logits, sample_categorical, suppress_mask_column, unguided_weight
+from .sampling import guided_logits, sample_categorical_from_uniforms, suppress_mask_column, unguided_weight
 from .stages import schedule_r_init, stage_input, training_stages
+
+# why a batch was skipped, by the code the device keeps (first non-finite value of the step)
+NONFINITE_WHAT = {1: "generator loss", 2: "generator gradient norm", 3: "aux loss", 4: "aux gradient norm"}
+ANOTHER_PROCESS = 5
 
 
 def lr_factor(step: int, warmup_steps: int, steps: int, min_lr_ratio: float) -> float:
@@ -31,6 +41,13 @@ def lr_factor(step: int, warmup_steps: int, steps: int, min_lr_ratio: float) -> 
         return (step + 1) / warmup_steps
     progress = min(1.0, (step - warmup_steps) / max(1, steps - warmup_steps))
     return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def autocast_dtype(dtype: str, device: torch.device | str) -> str:
+    """``dtype=auto``: bfloat16 autocast on CUDA (fp32 master weights, fp32 losses), float32 elsewhere."""
+    if dtype == "auto":
+        return "bfloat16" if torch.device(device).type == "cuda" else "float32"
+    return dtype
 
 
 def surrogate_generator_loss(gen_logits: Tensor, g: Tensor, masked: Tensor, normalize: str) -> Tensor:
@@ -57,11 +74,17 @@ def masked_cross_entropy(logits: Tensor, targets: Tensor, positions: Tensor, mas
     return (nll * positions).sum() / positions.sum().clamp_min(1)
 
 
+def name_matches(name: str, pattern: str) -> bool:
+    """fnmatch, with ``|`` between alternatives: one pattern can name a module under several
+    spellings (with or without a LoRA wrapper's prefix, two architectures' names)."""
+    return any(fnmatch.fnmatch(name, alternative) for alternative in pattern.split("|"))
+
+
 def freeze(model: nn.Module, patterns: list[str]) -> None:
-    """requires_grad=False for parameters whose names match any fnmatch pattern."""
+    """requires_grad=False for parameters whose names match any pattern (``name_matches``)."""
     names = [n for n, _ in model.named_parameters()]
     for pattern in patterns:
-        hits = [n for n in names if fnmatch.fnmatch(n, pattern)]
+        hits = [n for n in names if name_matches(n, pattern)]
         if not hits:
             raise ConfigError(f"distill.frozen pattern {pattern!r} matches no parameter; parameter names look like: "
                               f"{', '.join(names[:6])}")
@@ -94,11 +117,19 @@ class EMA:
         self.shadow = {n: p.detach().clone().float() for n, p in unwrap(model).named_parameters() if p.requires_grad}
 
     @torch.no_grad()
-    def update(self, model: nn.Module, step: int) -> None:
+    def update(self, model: nn.Module, step: int, keep: Tensor | None = None) -> None:
+        """``keep``: a device flag, 0 when the step was skipped (the shadow then stays as it is)."""
         decay = min(self.rate, (1 + step) / (10 + step))
         params = dict(unwrap(model).named_parameters())
         names = list(self.shadow)
-        torch._foreach_lerp_([self.shadow[n] for n in names], [params[n].detach().float() for n in names], 1 - decay)
+        shadow = [self.shadow[n] for n in names]
+        if keep is None:
+            torch._foreach_lerp_(shadow, [params[n].detach().float() for n in names], 1 - decay)
+            return
+        # shadow += (1 - decay) * keep * (param - shadow): a device weight, never read on the host
+        step = torch._foreach_sub([params[n].detach().float() for n in names], shadow)
+        torch._foreach_mul_(step, (1 - decay) * keep)
+        torch._foreach_add_(shadow, step)
 
     def state_dict_of(self, model: nn.Module) -> dict[str, Tensor]:
         state = unwrap(model).state_dict()
@@ -117,27 +148,42 @@ class DiMOEngine:
         self.generator = parallel.wrap(trainable_copy(teacher, cfg))   # theta <- phi
         self.aux = parallel.wrap(trainable_copy(teacher, cfg))         # psi <- phi
         self.teacher = parallel.wrap(teacher, trainable=False)        # no gradients ever; FSDP may shard it
-        adam = dict(betas=tuple(cfg.betas), weight_decay=cfg.weight_decay, foreach=True)  # foreach: fewer kernel calls on CPU too
+        # fused: one kernel per update, and it skips a flagged (non-finite) update on the device
+        adam = dict(betas=tuple(cfg.betas), weight_decay=cfg.weight_decay, fused=True)
         self.opt_generator = torch.optim.Adam(self._trainable(self.generator), lr=cfg.lr_generator, **adam)
         self.opt_aux = torch.optim.Adam(self._trainable(self.aux), lr=cfg.lr_aux, **adam)
         self.ema = EMA(self.generator, cfg.ema) if cfg.ema > 0 else None
         self.seed = seed
-        self.rng = torch.Generator(self.device).manual_seed(seed)   # the engine's own draws: the same on every rank
-        torch.manual_seed(seed + parallel.rank)                       # dropout, embedding noise: per rank
-        self.autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if dtype == "bfloat16"
+        self.rng = torch.Generator(self.device).manual_seed(seed)   # x_init, conditions, masks: the same on every rank
+        # the generator's embedding noise: per rank (not split-invariant), saved per rank in checkpoints
+        self.noise_rng = torch.Generator(self.device).manual_seed(stream_key(seed, parallel.rank, 0x4E01))
+        if cfg.train_mode:
+            torch.manual_seed(seed + parallel.rank)   # dropout reads torch's global stream: distinct per rank
+        self.dtype = autocast_dtype(dtype, self.device)
+        self.autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if self.dtype == "bfloat16"
                          else nullcontext())
         self.step = 0
-        self.skipped = 0
-        self.last_skip = ""   # why the last batch was skipped (distill.nonfinite=skip)
         self.stages = training_stages(cfg.student_steps)   # (k, j) per micro-batch, in turn
         self.r_init = schedule_r_init(init_strategy) if cfg.student_steps != [1] else None
+        self._draws = 0  # categorical draws made in this step: part of each draw's counter key
+        zero = torch.zeros((), device=self.device)
+        self._skipped = zero.long()            # batches skipped so far (device; exact when read)
+        self._reported = 0                     # skipped batches already reported by check_finite
+        self.nonfinite_step = -1               # the step of the first of them
+        self._first_bad = zero.new_full((3,), -1.0, dtype=torch.float64)  # (step, what, value) since the last check
+        self._last_skipped = zero.bool()      # whether the last step was skipped (device)
+        self.last_skip = ""   # why the first batch skipped since the last check was (distill.nonfinite=skip)
 
     # ---- Algorithm 1 -------------------------------------------------------------------------
-    def train_step(self) -> dict[str, float]:
+    def train_step(self) -> dict[str, Tensor]:
+        """One iteration; the logs are device scalars (``read_logs`` turns them into numbers)."""
         cfg = self.cfg
         micro = cfg.batch_size // cfg.grad_accum
         self._set_learning_rates()
-        logs, drawn = {"div": 0.0, "gen_loss": 0.0, "aux_loss": 0.0}, []
+        self._draws = 0
+        zero = torch.zeros((), device=self.device)
+        logs, drawn = {"div": zero, "gen_loss": zero, "aux_loss": zero}, []
+        bad = zero.bool()   # a non-finite value met in this step (this process)
         for i in self.parallel.micro_batches(cfg.grad_accum, self.generator):  # generator update (lines 1-6)
             x_init, cond = self.draw_inputs(micro, self.stage(i))                # 1. x_init (stage j's input), c
             gen_logits = self.logits(self.generator, x_init, cond, cfg.sigma)    # 2. z_theta(x_init, c)
@@ -148,14 +194,18 @@ class DiMOEngine:
                 aux_logits = self.logits(self.aux, x_t, cond)
             g = self.divergence.grad(teacher_logits, aux_logits) * masked[..., None]   # 5. dD/dz_psi
             loss = surrogate_generator_loss(gen_logits, g, masked, cfg.normalize)    # 6. <sg(g), z_theta>
-            self._backward(loss / cfg.grad_accum, "generator")
-            div = self.divergence.value(teacher_logits, aux_logits)
-            logs["div"] += float((div * masked).sum() / masked.sum()) / cfg.grad_accum
-            logs["gen_loss"] += loss.item() / cfg.grad_accum
+            bad = self._note_nonfinite(loss, 1, bad)
+            self._backward(loss / cfg.grad_accum)
+            with torch.no_grad():
+                div = self.divergence.value(teacher_logits, aux_logits)
+                logs["div"] = logs["div"] + (div * masked).sum() / masked.sum() / cfg.grad_accum
+                logs["gen_loss"] = logs["gen_loss"] + loss.detach() / cfg.grad_accum
             drawn.append((x_theta, cond))
-        logs["gen_grad_norm"] = self._update(self.opt_generator, self.generator, cfg.grad_clip, "generator")
+        skip_generator = self._every_rank_skips(bad := self._note_nonfinite(
+            self._clip(self.generator, cfg.grad_clip, logs, "gen_grad_norm"), 2, bad))
+        self._update(self.opt_generator, skip_generator)
         if self.ema is not None:
-            self.ema.update(self.generator, self.step)
+            self.ema.update(self.generator, self.step, keep=(~skip_generator).float())
         for k in range(cfg.aux_updates):                                 # 7. aux update (eq. 3)
             for j in self.parallel.micro_batches(cfg.grad_accum, self.aux):
                 x_theta, cond = drawn[j] if (cfg.aux_samples == "reuse" and k == 0) else \
@@ -163,9 +213,12 @@ class DiMOEngine:
                 x_t, masked = self.mask(x_theta)
                 aux_loss = masked_cross_entropy(self.logits(self.aux, x_t, cond), x_theta, masked,
                                                 self.mask_id, cfg.label_smoothing)
-                self._backward(aux_loss / cfg.grad_accum, "aux", mean_over=masked)
-                logs["aux_loss"] += aux_loss.item() / (cfg.grad_accum * cfg.aux_updates)
-            self._update(self.opt_aux, self.aux, cfg.aux_grad_clip, "aux")
+                bad = self._note_nonfinite(aux_loss, 3, bad)
+                self._backward(aux_loss / cfg.grad_accum, mean_over=masked)
+                logs["aux_loss"] = logs["aux_loss"] + aux_loss.detach() / (cfg.grad_accum * cfg.aux_updates)
+            bad = self._note_nonfinite(self._clip(self.aux, cfg.aux_grad_clip), 4, bad)
+            self._update(self.opt_aux, self._every_rank_skips(bad))
+        self._count_skip(self._every_rank_skips(bad), bad)
         self.step += 1
         return logs
 
@@ -199,13 +252,14 @@ class DiMOEngine:
         return x.masked_fill(masked, self.mask_id)
 
     def draw_tokens(self, logits: Tensor) -> Tensor:
-        """x ~ Categorical(softmax(logits / T)) row by row, each row from its own seed (drawn for the
-        global batch), so the draws do not depend on how rows are split over processes."""
-        n = logits.shape[0]
-        seeds = torch.randint(0, 2 ** 62, (n * self.parallel.world,), generator=self.rng, device=self.rng.device)
-        seeds = seeds[self.parallel.rows(n)].tolist()
-        return torch.cat([sample_categorical(row[None], torch.Generator(self.device).manual_seed(seed),
-                                             self.cfg.temperature) for row, seed in zip(logits, seeds)])
+        """x ~ Categorical(softmax(logits / T)) by inverse CDF from counter-based uniforms keyed by
+        (seed, step, draw of the step) and counted by (global row, position): a row's draw does not
+        depend on how rows are split over processes, and resuming at a step resumes the stream."""
+        n, length = logits.shape[:2]
+        key = stream_key(self.seed, self.step, self._draws)
+        self._draws += 1
+        u = row_uniforms(key, self.parallel.rows(n).start, n, length, n * self.parallel.world, logits.device)
+        return sample_categorical_from_uniforms(logits, u, self.cfg.temperature)
 
     def mask(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Mask exactly round(r(t) L) positions per row, t ~ U(0,1) (step 3)."""
@@ -216,8 +270,9 @@ class DiMOEngine:
         return x.masked_fill(masked, self.mask_id), masked
 
     def logits(self, model: nn.Module, x: Tensor, cond, sigma: float = 0.0) -> Tensor:
+        noise = {"generator": self.noise_rng} if sigma else {}   # teachers without noise need not take one
         with self.autocast:
-            out = model(x, cond, embedding_noise=sigma)
+            out = model(x, cond, embedding_noise=sigma, **noise)
         return suppress_mask_column(out.float(), self.mask_id)
 
     def teacher_logits(self, x_t: Tensor, cond) -> Tensor:
@@ -229,9 +284,9 @@ class DiMOEngine:
         """The distillation guidance: constant (the release), or with ``guidance_ramp`` per row the
         weight a MaskGit sampler ramping from 0 would use at this row's mask ratio r: w at t(r)."""
         w = self.cfg.guidance
-        if not self.cfg.guidance_ramp:
-            return w
         off = unguided_weight(self.cfg.guidance_form)
+        if not self.cfg.guidance_ramp or w == off:
+            return w
         r = (x_t == self.mask_id).float().mean(1)
         return off + (w - off) * schedule_progress(self.cfg.schedule, r)
 
@@ -249,46 +304,95 @@ class DiMOEngine:
             for group in opt.param_groups:
                 group["lr"] = lr * factor
 
-    def _backward(self, loss: Tensor, which: str, mean_over: Tensor | None = None) -> None:
+    def _backward(self, loss: Tensor, mean_over: Tensor | None = None) -> None:
         """``mean_over``: the positions ``loss`` averages; across processes the loss is reweighted so
         that the ranks' average gradient is that of the mean over all their positions."""
-        if not self.parallel.all_true(torch.isfinite(loss)):  # every rank skips, or none: no rank waits forever
-            self._nonfinite(f"{which} loss is {loss.item()}" if not torch.isfinite(loss)
-                            else f"{which} loss is non-finite on another process")
         if mean_over is not None and self.parallel.world > 1:
             loss = loss * self.parallel.share(mean_over.sum())
         loss.backward()
 
-    def _update(self, opt, model: nn.Module, clip: float | None, which: str) -> float:
-        params = self._trainable(model)
-        norm = as_local_scalar(torch.nn.utils.clip_grad_norm_(params, clip if clip else math.inf))
-        if not torch.isfinite(norm):
-            self._nonfinite(f"{which} gradient norm is {float(norm)}")
+    def _clip(self, model: nn.Module, clip: float | None, logs: dict | None = None, name: str = "") -> Tensor:
+        norm = as_local_scalar(torch.nn.utils.clip_grad_norm_(self._trainable(model), clip if clip else math.inf))
+        if logs is not None:
+            logs[name] = norm.detach()
+        return norm
+
+    def _note_nonfinite(self, value: Tensor, what: int, bad: Tensor) -> Tensor:
+        """``bad`` or ``value`` non-finite; the first non-finite value since the last check is kept
+        with its step and what it was (device tensors: nothing is read here)."""
+        value = value.detach().double()
+        now = ~torch.isfinite(value)
+        first = now & ~bad & (self._first_bad[0] < 0)
+        record = torch.stack([torch.full_like(value, self.step), torch.full_like(value, what), value])
+        self._first_bad = torch.where(first, record, self._first_bad)
+        return bad | now
+
+    def _every_rank_skips(self, bad: Tensor) -> Tensor:
+        """True on every rank when any rank met a non-finite value: all skip, none waits for the others."""
+        return self.parallel.any_rank(bad)
+
+    def _update(self, opt, skip: Tensor) -> None:
+        """One optimiser step, skipped on the device when ``skip`` (fused Adam's ``found_inf``)."""
+        opt.found_inf = skip.float()
         opt.step()
         opt.zero_grad(set_to_none=True)
-        return float(norm)
 
-    def _nonfinite(self, what: str) -> None:
-        if self.cfg.nonfinite == "skip":
-            self.skipped += 1
-            raise _SkipBatch(what)
-        raise NonFiniteLossError(f"non-finite value at step {self.step}: {what}; lower the learning rates or set "
-                                 f"distill.grad_clip (distill.nonfinite=skip drops such batches instead)")
+    def _count_skip(self, skip: Tensor, bad_here: Tensor) -> None:
+        first = skip & ~bad_here & (self._first_bad[0] < 0)   # skipped for another process's value
+        record = torch.stack([torch.full_like(self._first_bad[0], self.step),
+                              torch.full_like(self._first_bad[0], ANOTHER_PROCESS), torch.zeros_like(self._first_bad[0])])
+        self._first_bad = torch.where(first, record, self._first_bad)
+        self._skipped = self._skipped + skip.long()
+        self._last_skipped = skip
+
+    # ---- host reads: logging steps and checkpoints only --------------------------------------------
+    @property
+    def skipped(self) -> int:
+        """Batches skipped so far (a host read)."""
+        return int(self._skipped)
+
+    def read_logs(self, logs: dict[str, Tensor]) -> dict[str, float]:
+        """The step's logs as numbers, averaged over processes (a host read: logging steps only)."""
+        return self.parallel.mean(logs)
+
+    def check_finite(self) -> int:
+        """How many batches were skipped since the last check (a host read: logging steps and
+        checkpoints); ``last_skip`` says why the first of them was.
+
+        distill.nonfinite=raise: NonFiniteLossError naming the first such step instead (its update
+        was skipped on the device, so the weights are those from before it)."""
+        skipped = self.skipped
+        new = skipped - self._reported
+        if not new:
+            return 0
+        step, what, value = self._first_bad.tolist()
+        which = NONFINITE_WHAT.get(int(what))
+        reason = f"{which} is {value}" if which else "a value is non-finite on another process"
+        self._first_bad = torch.full_like(self._first_bad, -1.0)
+        self._reported = skipped
+        self.nonfinite_step = int(step)
+        if self.cfg.nonfinite != "skip":
+            raise NonFiniteLossError(f"non-finite value at step {int(step)}: {reason}; lower the learning rates or "
+                                     f"set distill.grad_clip (distill.nonfinite=skip drops such batches instead)")
+        self.last_skip = reason
+        return new
 
     @staticmethod
     def _trainable(model: nn.Module) -> list[nn.Parameter]:
         return [p for p in model.parameters() if p.requires_grad]
 
-    def safe_step(self) -> dict[str, float] | None:
-        """``train_step``, or None when a non-finite batch was skipped (distill.nonfinite=skip)."""
-        try:
-            return self.train_step()
-        except _SkipBatch as e:
-            self.last_skip = str(e)
-            self.opt_generator.zero_grad(set_to_none=True)
-            self.opt_aux.zero_grad(set_to_none=True)
-            self.step += 1
-            return None
+    def safe_step(self) -> dict[str, Tensor] | None:
+        """``train_step`` then ``check_finite`` (a host read): None when the batch was skipped
+        (distill.nonfinite=skip); NonFiniteLossError under distill.nonfinite=raise."""
+        logs = self.train_step()
+        skipped = self.last_step_skipped
+        self.check_finite()
+        return None if skipped else logs
+
+    @property
+    def last_step_skipped(self) -> bool:
+        """Whether the last step's batch was skipped (a host read)."""
+        return bool(self._last_skipped)
 
     # ---- state -------------------------------------------------------------------------------
     # Under FSDP these gather shards (every process must call them); the full dict is on rank 0 only.
@@ -315,16 +419,18 @@ class DiMOEngine:
             opt_tensors, meta[name] = optimizer_state(opt, name)
             tensors.update(opt_tensors)
         tensors["rng.engine"] = self.rng.get_state()
-        # torch's global stream differs per rank (dropout, noise): keep each rank's
-        for rank, (cpu, cuda) in enumerate(self.parallel.gather(self._global_rng_states())):
+        # the embedding noise and torch's global stream (dropout) differ per rank: keep each rank's
+        for rank, (noise, cpu, cuda) in enumerate(self.parallel.gather(self._per_rank_rng_states())):
             suffix = f".rank{rank}" if rank else ""
+            tensors["rng.noise" + suffix] = noise
             tensors["rng.torch" + suffix] = cpu
             if cuda is not None:
                 tensors["rng.cuda" + suffix] = cuda
         return self.parallel.full_state(tensors), meta
 
-    def _global_rng_states(self):
-        return torch.get_rng_state(), (torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None)
+    def _per_rank_rng_states(self):
+        return (self.noise_rng.get_state(), torch.get_rng_state(),
+                torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None)
 
     def load_state(self, tensors: dict[str, Tensor], meta: dict, source: str = "checkpoint") -> None:
         """Restore a checkpoint written by ``state`` on any number of processes; errors name ``source``."""
@@ -358,8 +464,11 @@ class DiMOEngine:
                 torch.cuda.set_rng_state(tensors["rng.cuda" + suffix], self.device)
         else:  # resumed on more processes than wrote the checkpoint: a fresh stream for the new ranks
             torch.manual_seed(self.seed + rank + 1_000_003 * meta["step"])
-        self.step, self.skipped = meta["step"], meta["skipped"]
+        if "rng.noise" + suffix in tensors:
+            self.noise_rng.set_state(tensors["rng.noise" + suffix])
+        else:
+            self.noise_rng.manual_seed(stream_key(self.seed, rank, 0x4E01, meta["step"]))
+        self.step = meta["step"]
+        self._skipped = torch.full_like(self._skipped, meta["skipped"])
+        self._reported = meta["skipped"]
 
-
-class _SkipBatch(Exception):
-    pass

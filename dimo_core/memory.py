@@ -14,7 +14,6 @@ peak, not the allocator's rounding. Per process:
 """
 from __future__ import annotations
 
-import fnmatch
 import os
 import resource
 from dataclasses import dataclass, field
@@ -54,13 +53,15 @@ class ModelShape:
                    4.0 if lora_rank else weight_bytes)
 
     @classmethod
-    def of(cls, model: nn.Module, frozen: list[str] = ()) -> "ModelShape":
-        """Read the shape off a teacher: parameter counts exactly, the rest by inspection."""
+    def of(cls, model: nn.Module, frozen: list[str] = (), condition_tokens: int = 0) -> "ModelShape":
+        """Read the shape off a teacher: parameter counts exactly, the rest by inspection.
+        ``condition_tokens``: positions a condition adds to what the model reads (a text prompt)."""
         from .distributed import find_layers
+        from .engine import name_matches
         params = list(model.named_parameters())
         before = [p.requires_grad for _, p in params]
         model.requires_grad_(True)  # what the engine asks of a generator copy (a LoRA teacher: its adapters only)
-        train = [p for n, p in params if p.requires_grad and not any(fnmatch.fnmatch(n, pat) for pat in frozen)]
+        train = [p for n, p in params if p.requires_grad and not any(name_matches(n, pat) for pat in frozen)]
         for (_, p), flag in zip(params, before):
             p.requires_grad_(flag)
         total = sum(p.numel() for _, p in params)
@@ -70,7 +71,7 @@ class ModelShape:
         linears = [m for m in blocks[0].modules() if isinstance(m, nn.Linear)]
         hidden = hidden or (linears[0].in_features if linears else 1)
         mlp = max([m.out_features for m in linears if m.in_features == hidden] or [4 * hidden])
-        tokens = getattr(model, "tokens_per_sample", None) or getattr(model, "seq_len", 1)  # text: prompt + response
+        tokens = (getattr(model, "tokens_per_sample", None) or getattr(model, "seq_len", 1)) + condition_tokens
         return cls(total, sum(p.numel() for p in train), len(blocks), hidden, mlp, int(getattr(model, "vocab_size", 1)),
                    int(tokens),
                    sum(p.numel() * p.element_size() for _, p in params) / max(total, 1),

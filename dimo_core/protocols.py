@@ -18,19 +18,22 @@ Cond = Any  # None | Tensor | dict[str, Cond]
 class Teacher(Protocol):
     """A masked diffusion model, also the architecture of generator and aux (deep copies).
 
-    Must be a ``torch.nn.Module``. ``forward(tokens, cond, embedding_noise)`` maps tokens (B, L)
-    with values in [0, vocab_size) or ``mask_id`` to logits (B, L, vocab_size). If ``mask_id`` is
-    a logit column the core never samples it. ``embedding_noise`` is sigma of the generator's
-    Gaussian perturbation of token embeddings: apply ``dimo_core.perturb_embeddings`` to the
-    embeddings of the L generated tokens (not to condition tokens). The noise comes from torch's
-    global random stream, which the core seeds: in training, and per sampling batch.
+    Must be a ``torch.nn.Module``. ``forward(tokens, cond, embedding_noise, generator)`` maps
+    tokens (B, L) with values in [0, vocab_size) or ``mask_id`` to logits (B, L, vocab_size). If
+    ``mask_id`` is a logit column the core never samples it. ``embedding_noise`` is sigma of the
+    generator's Gaussian perturbation of token embeddings: apply
+    ``dimo_core.perturb_embeddings(e, sigma, generator)`` to the embeddings of the L generated
+    tokens (not to condition tokens). The noise draws from ``generator`` (a ``torch.Generator``
+    the core passes: the engine's per-process noise stream in training, the sampling batch's
+    generator in ``dimo sample``/``eval``), never from torch's global stream.
     """
 
     vocab_size: int
     mask_id: int
     seq_len: int
 
-    def forward(self, tokens: Tensor, cond: Cond, embedding_noise: float = 0.0) -> Tensor: ...
+    def forward(self, tokens: Tensor, cond: Cond, embedding_noise: float = 0.0,
+                generator: torch.Generator | None = None) -> Tensor: ...
 
 
 @runtime_checkable

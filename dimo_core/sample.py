@@ -1,9 +1,6 @@
 """`dimo sample`, and the drawing helpers `dimo eval` shares: the teacher at N steps, the student."""
 from __future__ import annotations
 
-import hashlib
-from contextlib import contextmanager
-
 import torch
 
 from .checkpoint import save_tensors
@@ -15,8 +12,10 @@ from .stages import schedule_r_init
 from .student import load_student
 
 
-def model_fn(model: torch.nn.Module, sigma: float = 0.0):
-    return lambda x, c: model(x, c, embedding_noise=sigma).float()
+def model_fn(model: torch.nn.Module, sigma: float = 0.0, generator: torch.Generator | None = None):
+    """The model as a logits function; its embedding noise (sigma > 0) draws from ``generator``."""
+    noise = {"generator": generator} if sigma else {}   # teachers without noise need not take one
+    return lambda x, c: model(x, c, embedding_noise=sigma, **noise).float()
 
 
 @torch.no_grad()
@@ -28,28 +27,13 @@ def draw_teacher(ctx: Context, sampler, cond, n: int, steps: int, guidance: floa
                    mask_id=teacher.mask_id, generator=generator)
 
 
-@contextmanager
-def global_rng_from(generator: torch.Generator):
-    """Run the block on torch's global RNG seeded from ``generator``, then restore the global state.
-
-    Plugins draw the embedding noise (``perturb_embeddings``) from the global RNG. Without this, a
-    student row would depend on what the process did before it (training, earlier rows). The seed is
-    a hash of the generator's state, so the generator's own stream (x_init, the draw) is untouched."""
-    digest = hashlib.blake2b(generator.get_state().numpy().tobytes(), digest_size=8).digest()
-    seed = int.from_bytes(digest, "little") >> 1
-    with torch.random.fork_rng(devices=[generator.device] if generator.device.type == "cuda" else []):
-        torch.manual_seed(seed)
-        yield
-
-
 @torch.no_grad()
 def draw_student(ctx: Context, student, cond, n: int, steps: int, temperature: float, generator) -> torch.Tensor:
     init = ctx.build("init_strategies", ctx.config.distill.init, "distill.init")
     x_init = init(n, student.seq_len, student.vocab_size, student.mask_id, generator, ctx.device)
     r_init = schedule_r_init(init) if steps > 1 else 0.0   # the ratios of stages 2..k scale it
-    with global_rng_from(generator):
-        return student_sample(model_fn(student, ctx.config.distill.sigma), x_init, cond, mask_id=student.mask_id,
-                              generator=generator, temperature=temperature, steps=steps, r_init=r_init)
+    return student_sample(model_fn(student, ctx.config.distill.sigma, generator), x_init, cond, mask_id=student.mask_id,
+                          generator=generator, temperature=temperature, steps=steps, r_init=r_init)
 
 
 def prompt_conditions(ctx: Context, prompts: list[str], n: int):

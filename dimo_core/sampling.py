@@ -30,7 +30,8 @@ def unguided_weight(form: GuidanceForm) -> float:
 
 
 def guidance_is_off(w: float | Tensor, form: GuidanceForm) -> bool:
-    return bool((torch.as_tensor(w) == unguided_weight(form)).all())
+    """A per-row weight tensor counts as on: reading it would stop the device for one pass saved."""
+    return not isinstance(w, Tensor) and w == unguided_weight(form)
 
 
 def guided_logits(model: LogitsFn, x: Tensor, cond: Cond, null_cond: Cond, w: float | Tensor,
@@ -60,13 +61,27 @@ def sample_categorical(logits: Tensor, generator: torch.Generator, temperature: 
 
 
 def draw_from_probs(probs: Tensor, generator: torch.Generator) -> Tensor:
+    """x ~ Categorical(probs) per position, one float64 uniform from ``generator`` per position."""
+    u = torch.rand(probs.shape[:-1], generator=generator, device=generator.device, dtype=torch.float64)
+    return inverse_cdf(probs, u.to(probs.device))
+
+
+def sample_categorical_from_uniforms(logits: Tensor, u: Tensor, temperature: float = 1.0) -> Tensor:
+    """``sample_categorical`` with the uniforms given (u: logits.shape[:-1], float64 in [0, 1)),
+    e.g. counter-based ones (counter_rng.py) that do not depend on how rows are split."""
+    if temperature == 0:
+        return logits.argmax(-1)
+    return inverse_cdf(torch.softmax(logits.float() / temperature, -1), u)
+
+
+def inverse_cdf(probs: Tensor, u: Tensor) -> Tensor:
     """Index i with cdf[i-1] <= u * total < cdf[i]: each token's interval is half-open, so one of
     zero width is never hit, and u < 1 keeps u * total below the total."""
     cdf = probs.double().cumsum(-1)
     total = cdf[..., -1:]
-    u = torch.rand(probs.shape[:-1] + (1,), generator=generator, device=generator.device, dtype=torch.float64)
-    target = torch.minimum(u.to(cdf.device) * total, torch.nextafter(total, torch.zeros_like(total)))
-    return torch.searchsorted(cdf, target, right=True)[..., 0]
+    target = torch.minimum(u[..., None] * total, torch.nextafter(total, torch.zeros_like(total)))
+    # the clamp only acts on non-finite probabilities (a batch the engine skips): indices stay valid
+    return torch.searchsorted(cdf, target, right=True)[..., 0].clamp_max(probs.shape[-1] - 1)
 
 
 def masked_after_step(schedule: str, s: int, steps: int, n_masked0: Tensor, still_masked: Tensor) -> Tensor:

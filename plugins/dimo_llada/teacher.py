@@ -118,7 +118,8 @@ class HFMaskedLMTeacher(nn.Module):
                                   "(AutoModelForMaskedLM), not a bare encoder?")
         return logits
 
-    def forward(self, tokens: Tensor, cond=None, embedding_noise: float = 0.0) -> Tensor:
+    def forward(self, tokens: Tensor, cond=None, embedding_noise: float = 0.0,
+                generator: torch.Generator | None = None) -> Tensor:
         prompt, prompt_mask = prompt_parts(conditions_to(cond, tokens.device))
         n_prompt = 0 if prompt is None else prompt.shape[1]
         ids = tokens if prompt is None else torch.cat([prompt.to(tokens.dtype), tokens], dim=1)
@@ -131,7 +132,7 @@ class HFMaskedLMTeacher(nn.Module):
         hook = None
         if embedding_noise > 0:
             def perturb_response(module, inputs, output):  # the generator's noise, response positions only
-                return torch.cat([output[:, :n_prompt], perturb_embeddings(output[:, n_prompt:], embedding_noise)], 1)
+                return torch.cat([output[:, :n_prompt], perturb_embeddings(output[:, n_prompt:], embedding_noise, generator)], 1)
             hook = self.input_embeddings().register_forward_hook(perturb_response)
         try:
             logits = self._logits(ids, attention_mask)

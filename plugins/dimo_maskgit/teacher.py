@@ -29,10 +29,11 @@ class MaskGitTeacher(MaskTransformer):
         self.mask_id = self.codebook_size
         self.seq_len = self.tokens
 
-    def forward(self, tokens: Tensor, cond: Tensor | None, embedding_noise: float = 0.0) -> Tensor:
+    def forward(self, tokens: Tensor, cond: Tensor | None, embedding_noise: float = 0.0,
+                generator: torch.Generator | None = None) -> Tensor:
         if cond is None:
             cond = torch.full((tokens.shape[0],), self.num_classes, dtype=torch.long, device=tokens.device)
-        return self.release_logits(tokens, cond, embedding_noise)[..., :self.codebook_size]
+        return self.release_logits(tokens, cond, embedding_noise, generator)[..., :self.codebook_size]
 
 
 def read_state_dict(path: str | Path) -> dict[str, Tensor]:

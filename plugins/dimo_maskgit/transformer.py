@@ -108,16 +108,18 @@ class MaskTransformer(nn.Module):
                              f"{labels.dtype} {tuple(labels.shape)}")
         return labels + self.codebook_size + 1
 
-    def release_logits(self, tokens: Tensor, labels: Tensor, embedding_noise: float = 0.0) -> Tensor:
+    def release_logits(self, tokens: Tensor, labels: Tensor, embedding_noise: float = 0.0,
+                       generator: torch.Generator | None = None) -> Tensor:
         """Logits (B, L, codebook + 1), the mask column included, exactly as the release slices them.
 
         ``tokens``: (B, L) or (B, h, w) codes or the mask id; ``labels``: (B,) in [0, num_classes],
-        num_classes meaning "no class". ``embedding_noise`` perturbs the visual-token embeddings only."""
+        num_classes meaning "no class". ``embedding_noise`` perturbs the visual-token embeddings only,
+        with noise drawn from ``generator``."""
         b = tokens.shape[0]
         tokens = tokens.reshape(b, -1)
         if tokens.shape[1] != self.tokens:
             raise ValueError(f"expected {self.tokens} tokens per sample, got {tokens.shape[1]}")
-        visual = perturb_embeddings(self.tok_emb(tokens), embedding_noise)
+        visual = perturb_embeddings(self.tok_emb(tokens), embedding_noise, generator)
         cls = self.tok_emb(self.class_rows(labels.to(tokens.device))).unsqueeze(1)
         x = torch.cat([visual, cls], dim=1) + self.pos_emb
         x = self.last_layer(self.transformer(self.first_layer(x)))

@@ -42,9 +42,10 @@ class PromptConditions:
                  micro_conds: tuple[float, ...] = (1024, 1024, 0, 0, 6), cache: bool = False):
         if len(micro_conds) != 5:
             raise ConfigError(f"micro_conds must be [W, H, crop_x, crop_y, aesthetic], got {list(micro_conds)}")
-        self.encoder, self.prompts, self.labels = encoder, list(prompts), torch.tensor(labels, dtype=torch.long)
+        self.encoder, self.prompts = encoder, list(prompts)
         self.negative_prompt = negative_prompt
         self.device = encoder.device
+        self.labels = torch.tensor(labels, dtype=torch.long, device=self.device)  # on the device: no copy per batch
         self.micro_conds = torch.tensor(micro_conds, dtype=torch.float32, device=self.device)
         self.negative = encoder([negative_prompt])
         self.table = encoder(self.prompts) if cache else None  # small prompt sets: encode once
@@ -57,7 +58,7 @@ class PromptConditions:
     def batch(self, prompt_ids: Tensor) -> dict[str, Tensor]:
         prompt_ids = prompt_ids.to(self.device)
         return {**self.embeddings(prompt_ids), "micro_conds": self.micro_conds.expand(len(prompt_ids), -1).clone(),
-                "label": self.labels.to(self.device)[prompt_ids], "prompt_id": prompt_ids}
+                "label": self.labels[prompt_ids], "prompt_id": prompt_ids}
 
     def null(self, cond: dict[str, Tensor]) -> dict[str, Tensor]:
         n = cond["pooled"].shape[0]
@@ -70,7 +71,8 @@ class PromptConditions:
         """Prompts typed by the user (``dimo sample prompt="..."``), appended to the prompt table."""
         start = len(self.prompts)
         self.prompts += texts
-        self.labels = torch.cat([self.labels, torch.tensor([self.label_of(t) for t in texts], dtype=torch.long)])
+        self.labels = torch.cat([self.labels, torch.tensor([self.label_of(t) for t in texts], dtype=torch.long,
+                                                           device=self.device)])
         if self.table is not None:
             new = self.encoder(texts)
             self.table = {k: torch.cat([v, new[k].to(v)]) for k, v in self.table.items()}
@@ -95,7 +97,7 @@ class CaptionConditions(PromptConditions):
         prompts = [t.format(phrase) for t in templates for phrase in CLASS_PHRASES]
         super().__init__(encoder, prompts, list(range(self.num_classes)) * len(templates), negative_prompt,
                          micro_conds, cache=True)
-        ids = torch.arange(len(prompts)).view(len(templates), self.num_classes).T   # (label, template)
+        ids = torch.arange(len(prompts), device=self.device).view(len(templates), self.num_classes).T  # (label, template)
         self.ids = {"train": ids[:, :len(TRAIN_TEMPLATES)], "eval": ids[:, len(TRAIN_TEMPLATES):]}
 
     def label_of(self, text: str) -> int:
@@ -107,14 +109,14 @@ class CaptionConditions(PromptConditions):
     def for_labels(self, labels: Tensor, generator: torch.Generator, split: str = "train") -> dict[str, Tensor]:
         """A caption for each class label, the template drawn uniformly from the split's templates."""
         table = self.ids["eval" if split in EVAL_SPLITS else "train"]
-        pick = torch.randint(0, table.shape[1], (len(labels),), generator=generator, device=generator.device).cpu()
-        return self.batch(table[labels.cpu(), pick])
+        pick = torch.randint(0, table.shape[1], (len(labels),), generator=generator, device=generator.device)
+        return self.batch(table[labels.to(table.device), pick.to(table.device)])  # no read back to the host
 
     def sample(self, n: int, generator: torch.Generator, split: str = "train") -> dict[str, Tensor]:
         if split in EVAL_SPLITS:  # every class equally often, in order (grid columns show each class)
             labels = torch.arange(n) % self.num_classes
         else:
-            labels = torch.randint(0, self.num_classes, (n,), generator=generator, device=generator.device).cpu()
+            labels = torch.randint(0, self.num_classes, (n,), generator=generator, device=generator.device)
         return self.for_labels(labels, generator, split)
 
 

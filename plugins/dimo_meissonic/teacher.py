@@ -67,7 +67,8 @@ class MeissonicTeacher(MeissonicTransformer):
         step = torch.round(torch.arccos(ratio.clamp(0, 1)) * 2 / math.pi * n)
         return (n - 1 - step).clamp(0, n - 1)
 
-    def forward(self, tokens: Tensor, cond: dict[str, Tensor], embedding_noise: float = 0.0) -> Tensor:
+    def forward(self, tokens: Tensor, cond: dict[str, Tensor], embedding_noise: float = 0.0,
+                generator: torch.Generator | None = None) -> Tensor:
         if not isinstance(cond, dict) or any(k not in cond for k in REQUIRED_COND_KEYS):
             got = sorted(cond) if isinstance(cond, dict) else type(cond).__name__
             raise ConfigError(f"the meissonic teacher needs prompt conditions with keys "
@@ -78,7 +79,7 @@ class MeissonicTeacher(MeissonicTransformer):
                              f"got {tokens.shape[1]}")
         grid = tokens.reshape(b, self.grid_size, self.grid_size)
         logits = super().forward(grid, cond["context"], cond["pooled"], cond["micro_conds"], self.timesteps(tokens),
-                                 embedding_noise)
+                                 embedding_noise, generator)
         return logits.reshape(b, self.codebook_size, self.seq_len).transpose(1, 2)
 
 

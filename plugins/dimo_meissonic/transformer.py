@@ -361,14 +361,15 @@ class MeissonicTransformer(nn.Module):
         return rotary_tables(ids, self.axes_dims_rope)
 
     def forward(self, tokens: Tensor, context: Tensor, pooled: Tensor, micro_conds: Tensor, timestep: Tensor,
-                embedding_noise: float = 0.0) -> Tensor:
+                embedding_noise: float = 0.0, generator: torch.Generator | None = None) -> Tensor:
         """tokens (B, H, W); context (B, T, joint_attention_dim); pooled (B, pooled_projection_dim);
         micro_conds (B, 5); timestep (B,) or (1,), multiplied by 1000 inside (as released).
-        ``embedding_noise`` perturbs the image-token embeddings (the Di[M]O generator's sigma)."""
+        ``embedding_noise`` perturbs the image-token embeddings (the Di[M]O generator's sigma), with
+        noise drawn from ``generator``."""
         if self.downsample and (tokens.shape[-2] % 2 or tokens.shape[-1] % 2):
             raise ValueError(f"down/upsampling needs an even token grid, got {tuple(tokens.shape[-2:])}")
         emb = self.conditioning(pooled, micro_conds, timestep)
-        image = perturb_embeddings(self.embed(tokens), embedding_noise)
+        image = perturb_embeddings(self.embed(tokens), embedding_noise, generator)
         text = self.encoder_proj_layer_norm(self.context_embedder(context))
         image = self.down_block(image)
         b, channels, height, width = image.shape

@@ -40,10 +40,11 @@ class ToyMDM(nn.Module):
         self.norm = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, vocab_size)
 
-    def forward(self, tokens: Tensor, cond: Tensor | None, embedding_noise: float = 0.0) -> Tensor:
+    def forward(self, tokens: Tensor, cond: Tensor | None, embedding_noise: float = 0.0,
+                generator: torch.Generator | None = None) -> Tensor:
         if cond is None:
             cond = torch.full(tokens.shape[:1], self.num_classes, device=tokens.device)
-        e = perturb_embeddings(self.token_embedding(tokens), embedding_noise)  # generated tokens only
+        e = perturb_embeddings(self.token_embedding(tokens), embedding_noise, generator)  # generated tokens only
         h = torch.cat([e, self.class_embedding(cond)[:, None]], 1) + self.position_embedding
         for block in self.blocks:
             h = block(h)

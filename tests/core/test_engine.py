@@ -111,7 +111,7 @@ def test_engine_steps_with_every_option(dummy, options):
     teacher_before = copy.deepcopy(engine.teacher.state_dict())
     for _ in range(2):
         logs = engine.train_step()
-    assert engine.step == 2 and all(torch.isfinite(torch.tensor(v)) for v in logs.values())
+    assert engine.step == 2 and all(torch.isfinite(v) for v in logs.values())
     assert all(torch.equal(teacher_before[k], v) for k, v in engine.teacher.state_dict().items())
     for pattern_param in options.get("frozen", []):
         name = pattern_param.replace("*", "weight")
@@ -185,12 +185,20 @@ def test_nonfinite_loss_stops_with_step_number_or_skips(dummy):
     engine.train_step()
     with torch.no_grad():
         next(engine.generator.parameters()).fill_(float("nan"))
-    with pytest.raises(NonFiniteLossError, match="at step 1"):
-        engine.train_step()
+    engine.train_step()   # no host read in a step: the check comes when asked (logging steps, checkpoints)
+    with pytest.raises(NonFiniteLossError, match="at step 1: generator loss is nan"):
+        engine.check_finite()
     engine = make_engine(dummy, nonfinite="skip")
+    engine.train_step()
     with torch.no_grad():
-        next(engine.generator.parameters()).fill_(float("nan"))
-    assert engine.safe_step() is None and engine.skipped == 1 and engine.step == 1
+        next(engine.teacher.parameters()).fill_(float("nan"))   # a non-finite gradient signal
+    before = copy.deepcopy(engine.state()[0])
+    assert engine.safe_step() is None and engine.skipped == 1 and engine.step == 2
+    after = engine.state()[0]
+    for k, v in before.items():   # weights, EMA and optimiser states untouched by the skipped batch
+        if not k.startswith("rng."):
+            assert torch.equal(v, after[k]), k
+    assert engine.last_skip == "generator loss is nan"
 
 
 def test_freeze_helper():

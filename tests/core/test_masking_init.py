@@ -62,10 +62,15 @@ def test_random_init_range_draws_one_ratio_per_batch():
 def test_embedding_perturbation_preserves_scale():
     torch.manual_seed(0)
     e = torch.randn(100000, 4)
-    out = perturb_embeddings(e, 0.3)
+    out = perturb_embeddings(e, 0.3, torch.Generator().manual_seed(1))
     assert out.var().item() == pytest.approx(1.0, abs=0.02)
     assert torch.corrcoef(torch.stack([e.flatten(), out.flatten()]))[0, 1].item() == pytest.approx(math.sqrt(1 - 0.09), abs=0.01)
-    assert perturb_embeddings(e, 0.0) is e
+    assert perturb_embeddings(e, 0.0, None) is e
+    state = torch.get_rng_state()
+    again = perturb_embeddings(e, 0.3, torch.Generator().manual_seed(1))
+    assert torch.equal(out, again) and torch.equal(torch.get_rng_state(), state)  # its own stream, not torch's
+    with pytest.raises(ValueError, match="needs a torch.Generator"):
+        perturb_embeddings(e, 0.3, None)
 
 
 def test_sample_masked_draws_t_per_row():

@@ -15,8 +15,8 @@ class BagOfTokensTeacher(nn.Module):
         self.position = nn.Parameter(torch.randn(seq_len, dim) * 0.1)
         self.head = nn.Linear(dim, vocab_size)
 
-    def forward(self, tokens, cond, embedding_noise: float = 0.0):
-        e = dimo_core.perturb_embeddings(self.embedding(tokens), embedding_noise)
+    def forward(self, tokens, cond, embedding_noise: float = 0.0, generator=None):
+        e = dimo_core.perturb_embeddings(self.embedding(tokens), embedding_noise, generator)
         return self.head(e.mean(1, keepdim=True) + self.position)
 
 

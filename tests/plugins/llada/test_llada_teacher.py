@@ -72,10 +72,10 @@ def test_embedding_noise_touches_response_embeddings_only(llada_folder, monkeypa
     teacher = load_teacher(str(llada_folder), seq_len=6).eval()
     seen = []
     real = teacher_module.perturb_embeddings
-    monkeypatch.setattr(teacher_module, "perturb_embeddings", lambda e, s: seen.append(e.shape) or real(e, s))
+    monkeypatch.setattr(teacher_module, "perturb_embeddings", lambda e, s, g: seen.append(e.shape) or real(e, s, g))
     prompt, response = torch.randint(4, 200, (2, 3)), torch.randint(4, 200, (2, 6))
     clean = teacher(response, prompt)
-    noisy = teacher(response, prompt, embedding_noise=0.3)
+    noisy = teacher(response, prompt, embedding_noise=0.3, generator=torch.Generator().manual_seed(0))
     assert seen == [(2, 6, 32)]                       # the 6 response positions, not the 3 prompt positions
     assert not torch.allclose(clean, noisy)
     assert torch.equal(clean, teacher(response, prompt))   # the hook is gone afterwards
@@ -119,9 +119,9 @@ def test_falls_back_to_automodel_when_there_is_no_masked_lm_class(tmp_path):
     teacher = load_teacher(str(tmp_path), seq_len=3)
     assert isinstance(teacher.model, TinyRemoteModel) and teacher.mask_id == 10 and teacher.vocab_size == 11
     with pytest.raises(Exception, match="embedding"):   # no get_input_embeddings: sigma needs embedding_module
-        teacher(torch.zeros(1, 3, dtype=torch.long), None, embedding_noise=0.1)
+        teacher(torch.zeros(1, 3, dtype=torch.long), None, embedding_noise=0.1, generator=torch.Generator().manual_seed(0))
     named = load_teacher(str(tmp_path), seq_len=3, embedding_module="wte")
-    assert named(torch.zeros(1, 3, dtype=torch.long), None, embedding_noise=0.1).shape == (1, 3, 11)
+    assert named(torch.zeros(1, 3, dtype=torch.long), None, embedding_noise=0.1, generator=torch.Generator().manual_seed(0)).shape == (1, 3, 11)
 
 
 def test_remote_code_is_refused_unless_trusted(tmp_path):
@@ -218,3 +218,37 @@ def test_olmo_style_activation_checkpointing_is_the_fallback():
     outer = Outer()
     enable_activation_checkpointing(outer)
     assert outer.model.strategy == "whole_layer"
+
+
+def test_the_8b_presets_frozen_patterns_resolve_on_a_lora_wrapped_model(llada_folder):
+    """preset=llada_8b (LoRA r16) inherits the embedding and head patterns: they must name the
+    wrapped model's parameters (model.base_model.model.model.embed_tokens...), and only those."""
+    from dimo_core.config import load_config
+    from dimo_core.engine import trainable_copy
+    from dimo_llada.testing import llada_registry
+    config = load_config(["plugins=llada", "preset=llada_8b", f"teacher.path={llada_folder}", "conditions.path=p.txt",
+                          "eval.metrics.0.reference=r"], llada_registry())
+    assert config.teacher.spec()["lora_rank"] > 0 and config.distill.frozen
+    for lora in (False, True):
+        teacher = load_teacher(str(llada_folder), seq_len=4)
+        if lora:
+            teacher.add_lora(rank=4)
+        frozen_before = {n for n, p in teacher.named_parameters() if not p.requires_grad}
+        copy_ = trainable_copy(teacher, config.distill)   # raises when a pattern matches no parameter
+        frozen = {n for n, p in copy_.named_parameters() if not p.requires_grad} - (frozen_before if not lora else set())
+        named = [n for n in frozen if "embed_tokens" in n or "lm_head" in n]
+        assert len(named) == 2, named  # the embedding and the head weights, under either name
+        if not lora:
+            assert frozen == set(named)
+
+
+def test_the_memory_estimate_counts_prompt_and_response_tokens():
+    from dimo_core.config import load_config
+    from dimo_core.context import Context
+    from dimo_core.distill import model_shape
+    from dimo_llada.testing import llada_registry
+    registry = llada_registry()
+    ctx = Context(load_config(["plugins=llada", "teacher.path=null", "teacher.hidden_size=32", "teacher.num_layers=1",
+                               "teacher.num_heads=2", "teacher.intermediate_size=64"], registry), registry)
+    prompt, response = ctx.config.conditions.spec()["prompt_len"], ctx.config.teacher.spec()["seq_len"]
+    assert prompt > 0 and model_shape(ctx).seq_len == prompt + response
