@@ -12,8 +12,8 @@ from dimo_core.config import DistillConfig
 from dimo_core.divergences import FKL
 from dimo_core.engine import DiMOEngine
 from dimo_core.init import RandomMaskInit
-from dimo_toy.model import ToyMDM
-from dimo_toy.plugin import ClassConditions
+from dimo_toy.teacher import ToyMDM
+from dimo_toy.conditions import ClassConditions
 
 
 class CountOps(TorchDispatchMode):
