@@ -93,11 +93,28 @@ def freeze(model: nn.Module, patterns: list[str]) -> None:
                 p.requires_grad_(False)
 
 
-def trainable_copy(teacher: nn.Module, cfg: DistillConfig) -> nn.Module:
-    """A copy of the teacher to train: the generator or the aux model, distill.frozen kept frozen."""
-    model = copy.deepcopy(teacher).requires_grad_(True).train(cfg.train_mode)
+def trainable_copy(teacher: nn.Module, cfg: DistillConfig, share_frozen: bool = True) -> nn.Module:
+    """A copy of the teacher to train: the generator or the aux model, distill.frozen kept frozen.
+
+    ``share_frozen``: the parameters the copy never trains (distill.frozen, a LoRA teacher's base
+    weights) are the teacher's own tensors, not copies, so teacher, generator and aux hold one
+    frozen base between them (an 8B LoRA run: one base plus three sets of adapters)."""
+    shared = {id(p): p for p in frozen_in_copies(teacher, cfg.frozen)} if share_frozen else {}
+    model = copy.deepcopy(teacher, memo=shared).requires_grad_(True).train(cfg.train_mode)
     freeze(model, cfg.frozen)
     return model
+
+
+def frozen_in_copies(teacher: nn.Module, patterns: list[str]) -> list[nn.Parameter]:
+    """The teacher's parameters that a trainable copy keeps frozen: what requires_grad_(True) leaves
+    frozen (a LoRA teacher trains its adapters only) and what distill.frozen names."""
+    flags = [p.requires_grad for p in teacher.parameters()]
+    teacher.requires_grad_(True)   # what the copy is asked; read which parameters it leaves frozen
+    frozen = [p for n, p in teacher.named_parameters()
+              if not p.requires_grad or any(name_matches(n, pattern) for pattern in patterns)]
+    for p, flag in zip(teacher.parameters(), flags):
+        p.requires_grad_(flag)
+    return frozen
 
 
 def stored_keys(model: nn.Module) -> set[str]:
@@ -145,8 +162,9 @@ class DiMOEngine:
         self.device = next(teacher.parameters()).device
         teacher = teacher.eval().requires_grad_(False)
         # each copy wrapped (DDP, FSDP) as soon as it exists: FSDP never holds three full copies at once
-        self.generator = parallel.wrap(trainable_copy(teacher, cfg))   # theta <- phi
-        self.aux = parallel.wrap(trainable_copy(teacher, cfg))         # psi <- phi
+        share = parallel.strategy != "fsdp"   # FSDP shards each model's parameters in place: no sharing
+        self.generator = parallel.wrap(trainable_copy(teacher, cfg, share))   # theta <- phi
+        self.aux = parallel.wrap(trainable_copy(teacher, cfg, share))         # psi <- phi
         self.teacher = parallel.wrap(teacher, trainable=False)        # no gradients ever; FSDP may shard it
         # fused: one kernel per update, and it skips a flagged (non-finite) update on the device
         adam = dict(betas=tuple(cfg.betas), weight_decay=cfg.weight_decay, fused=True)

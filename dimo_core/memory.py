@@ -3,7 +3,8 @@ measured after, and an early refusal when the estimate exceeds what the device h
 
 Rough by design (within ~30% on the models we measured): it counts what Algorithm 1 holds at its
 peak, not the allocator's rounding. Per process:
-  weights      teacher, generator, aux: 3 x params (divided over ranks with FSDP)
+  weights      teacher: params; generator, aux: their trainable parameters (the frozen ones are the
+               teacher's own tensors), or 3 x params with FSDP, divided over ranks
   gradients    one trainable copy at a time (the generator's are freed before the aux backward)
   Adam         two moments for generator and aux: 4 x trainable
   EMA          one fp32 shadow of the generator's trainable weights
@@ -106,9 +107,11 @@ def estimate_memory(shape: ModelShape, *, batch_per_rank: int, dtype: str = "flo
     else:
         activations = tokens * act_bytes * shape.layers * per_layer_token
     state = shape.trainable * shape.trainable_bytes
+    # generator and aux share the teacher's frozen tensors (engine.trainable_copy), except under FSDP
+    copied = shape.params * shape.weight_bytes if strategy == "fsdp" else state
     parts = {
         "teacher weights": int(shape.params * shape.weight_bytes / shards),
-        "generator + aux weights": int(2 * shape.params * shape.weight_bytes / shards),
+        "generator + aux weights": int(2 * copied / shards),
         "gradients (one model)": int(state / shards),
         "Adam moments (two models)": int(4 * state / shards),
         "EMA of the generator": int(shape.trainable * 4 / shards) if ema else 0,

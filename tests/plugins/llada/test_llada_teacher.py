@@ -252,3 +252,34 @@ def test_the_memory_estimate_counts_prompt_and_response_tokens():
                                "teacher.num_heads=2", "teacher.intermediate_size=64"], registry), registry)
     prompt, response = ctx.config.conditions.spec()["prompt_len"], ctx.config.teacher.spec()["seq_len"]
     assert prompt > 0 and model_shape(ctx).seq_len == prompt + response
+
+
+def test_a_lora_engine_holds_one_frozen_base_and_checkpoints_adapters_only(llada_folder):
+    """Teacher, generator and aux share the base weights' storage: the distinct parameter bytes of the
+    three models are one base plus three sets of adapters (the teacher's own are zero-initialised)."""
+    from dimo_core.config import DistillConfig
+    from dimo_core.divergences import FKL
+    from dimo_core.engine import DiMOEngine
+    from dimo_core.init import RandomMaskInit
+    teacher = load_teacher(str(llada_folder), seq_len=4)
+    teacher.add_lora(rank=4)
+    base = sum(p.numel() * p.element_size() for n, p in teacher.named_parameters() if "lora_" not in n)
+    adapters = sum(p.numel() * p.element_size() for n, p in teacher.named_parameters() if "lora_" in n)
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    cfg = DistillConfig(steps=2, batch_size=3, lr_generator=1e-2, lr_aux=1e-2, warmup_steps=0, ema=0.9, guidance=2.0,
+                        sigma=0.1)
+    engine = DiMOEngine(teacher, prompts_for(llada_folder, 3), FKL(), RandomMaskInit(0.5), cfg, seed=0)
+    storages = {p.untyped_storage().data_ptr(): p.untyped_storage().nbytes()
+                for model in (engine.teacher, engine.generator, engine.aux) for p in model.parameters()}
+    assert sum(storages.values()) <= base + 3 * adapters
+    assert sum(s.numel() * s.element_size() for s in engine.ema.shadow.values()) <= adapters
+    for _ in range(2):
+        engine.train_step()
+    engine.check_finite()
+    assert all(torch.equal(before[k], v) for k, v in teacher.state_dict().items())   # the shared base never moves
+    moved = [k for k, v in engine.generator.state_dict().items() if not torch.equal(before[k], v)]
+    assert moved and all("lora_" in k for k in moved)
+    tensors, _ = engine.state()
+    model_keys = [k for k in tensors if k.startswith(("generator.", "aux.", "ema."))]
+    assert model_keys and all("lora_" in k for k in model_keys)
+    assert sum(tensors[k].numel() * tensors[k].element_size() for k in model_keys) <= 3 * adapters
