@@ -22,8 +22,8 @@ from dimo_core.distributed import Parallel
 from dimo_core.divergences import FKL
 from dimo_core.engine import DiMOEngine
 from dimo_core.init import RandomMaskInit
-from dimo_toy.teacher import ToyMDM
-from dimo_toy.conditions import ClassConditions
+from dimo_core.conditions import ClassLabels
+from dimo_core.mdm import SmallMDM
 from timing import step_forward_passes, synced, throughput_rows, toy_forward_flops
 
 GLOBAL_BATCH = 32
@@ -32,9 +32,9 @@ STEPS = 6  # timed, after 2 warm-up steps
 
 def make_engine(parallel, batch=GLOBAL_BATCH):
     torch.manual_seed(0)
-    teacher = ToyMDM(vocab_size=256, seq_len=64, num_classes=4, dim=256, depth=4, heads=4)  # benchmarks/conftest size
+    teacher = SmallMDM(vocab_size=256, seq_len=64, num_classes=4, dim=256, depth=4, heads=4)  # benchmarks/conftest size
     cfg = DistillConfig(batch_size=batch, guidance=2.0, ema=0.999, warmup_steps=0)
-    return DiMOEngine(teacher, ClassConditions(4), FKL(), RandomMaskInit(0.6), cfg, seed=0, parallel=parallel,
+    return DiMOEngine(teacher, ClassLabels(4), FKL(), RandomMaskInit(0.6), cfg, seed=0, parallel=parallel,
                       dtype="float32")
 
 
@@ -108,10 +108,10 @@ def test_gpu_precision_and_checkpointing(benchmark, dtype, checkpointing):
     from dimo_core.config import PerformanceConfig
     from dimo_core.memory import ModelShape, estimate_memory
     torch.manual_seed(0)
-    teacher = ToyMDM(**GPU_MODEL).cuda()
+    teacher = SmallMDM(**GPU_MODEL).cuda()
     cfg = DistillConfig(batch_size=GPU_BATCH, guidance=2.0, ema=0.9999, warmup_steps=0)
     performance = PerformanceConfig(activation_checkpointing=checkpointing)
-    engine = DiMOEngine(teacher, ClassConditions(1000), FKL(), RandomMaskInit(0.6), cfg, seed=0, dtype=dtype,
+    engine = DiMOEngine(teacher, ClassLabels(1000), FKL(), RandomMaskInit(0.6), cfg, seed=0, dtype=dtype,
                         parallel=Parallel(device="cuda", performance=performance))
     engine.train_step()
     torch.cuda.synchronize()

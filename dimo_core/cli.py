@@ -33,6 +33,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+# What each command never reads: a REQUIRED value there does not stop it (`config show` reads nothing).
+UNUSED_SECTIONS = {
+    "train-teacher": ("teacher.path", "distill", "sample", "eval"),  # a new teacher; its path is the output
+    "run": ("train_teacher", "dataset", "sample"),                    # distillation needs no data
+    "sample": ("train_teacher", "dataset", "distill", "eval"),
+    "eval": ("train_teacher", "dataset", "distill", "sample"),
+}
+
+
 def _dispatch(command: str, args: list[str], progress: bool) -> int:
     from .registry import get_registry
     registry = get_registry()
@@ -47,8 +56,9 @@ def _dispatch(command: str, args: list[str], progress: bool) -> int:
             print("usage: dimo config show [plugins=NAME] [key=value ...]", file=sys.stderr)
             return 2
         args = args[1:]
-    from .config import load_config, to_yaml
-    config = load_config(args, registry)
+    from .config import RunConfig, load_config, to_yaml
+    unused = tuple(RunConfig.model_fields) if command == "config" else UNUSED_SECTIONS.get(command, ())
+    config = load_config(args, registry, unused)
     if command == "config":
         print(to_yaml(config), end="")
         return 0

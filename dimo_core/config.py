@@ -265,8 +265,11 @@ def _as_list(value: Any) -> list[str]:
 REQUIRED = "???"
 
 
-def load_config(overrides: list[str] = (), registry=None) -> RunConfig:
-    """Merge defaults, presets, an optional YAML file and key=value overrides; validate."""
+def load_config(overrides: list[str] = (), registry=None, unused: tuple[str, ...] = ()) -> RunConfig:
+    """Merge defaults, presets, an optional YAML file and key=value overrides; validate.
+
+    ``unused``: dotted keys (or sections) the calling command does not read; a ``REQUIRED`` value under
+    one of them stays ``"???"`` instead of stopping the command (building it later still refuses)."""
     from .registry import get_registry
     registry = registry or get_registry()
     special, rest = _split_overrides(list(overrides))
@@ -294,11 +297,14 @@ def load_config(overrides: list[str] = (), registry=None) -> RunConfig:
                 OmegaConf.update(merged, key, OmegaConf.from_dotlist([f"v={value}"]).v, merge=True)
         merged.plugins, merged.preset = plugins, presets
         missing = sorted(k for k in OmegaConf.missing_keys(merged) if not _is_interpolation(merged, k))
+        for key in [k for k in missing if _under(k, unused)]:
+            OmegaConf.update(merged, key, _UNGIVEN)  # resolvable, so interpolations of it resolve too
+        missing = [k for k in missing if not _under(k, unused)]
         if missing:
             raise ConfigError(f"required value{'s' * (len(missing) > 1)} not given: {', '.join(missing)} (marked "
                               f"{REQUIRED!r} by preset {', '.join(plugins + presets) or 'defaults'}); pass "
                               f"{' '.join(k + '=...' for k in missing)}")
-        data = OmegaConf.to_container(merged, resolve=True)
+        data = _restore_required(OmegaConf.to_container(merged, resolve=True))
     except FileNotFoundError as e:
         raise ConfigError(f"config file not found: {e.filename}") from None
     except (OmegaConfBaseException, TypeError, ValueError) as e:
@@ -309,6 +315,21 @@ def load_config(overrides: list[str] = (), registry=None) -> RunConfig:
         _raise_validation(e, file_layer, special.get("config"))
     check_components(config, registry)
     return config
+
+
+_UNGIVEN = "\x00required"  # stands in for "???" while OmegaConf resolves interpolations
+
+
+def _under(key: str, sections: tuple[str, ...]) -> bool:
+    return any(key == s or key.startswith((s + ".", s + "[")) for s in sections)
+
+
+def _restore_required(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _restore_required(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_restore_required(v) for v in value]
+    return REQUIRED if value == _UNGIVEN else value
 
 
 def _is_interpolation(cfg, dotted: str) -> bool:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from .config import Component, RunConfig
+from .config import REQUIRED, Component, RunConfig
 from .errors import CheckpointError, ConfigError
 from .registry import Registry, get_registry
 
@@ -25,7 +25,12 @@ class Context:
         if component is None or component.name is None:
             raise ConfigError(f"{where}.name is not set; choose one of: {', '.join(self.registry.names(kind))} "
                               f"(or pick a plugin: plugins=NAME)")
-        return self.registry.build(kind, component.spec(), self, where)
+        spec = component.spec()
+        ungiven = [key for key, value in spec.items() if value == REQUIRED]
+        if ungiven:
+            raise ConfigError(f"required value not given: {', '.join(f'{where}.{k}' for k in ungiven)} (marked "
+                              f"{REQUIRED!r} by a preset); pass {' '.join(f'{where}.{k}=...' for k in ungiven)}")
+        return self.registry.build(kind, spec, self, where)
 
     @cached_property
     def tokenizer(self):

@@ -140,3 +140,19 @@ def get_registry(extra: Iterable = (), refresh: bool = False) -> Registry:
     if _default is None or refresh:
         _default = Registry(plugin_manager())
     return _default
+
+
+def registry_with(name: str, module: types.ModuleType | object, entry_points: bool = True) -> Registry:
+    """A fresh registry with ``module`` registered as plug-in ``name``, whether or not its entry point
+    is installed: for a plug-in's tests and build scripts (``plugins=name`` then resolves). With
+    ``entry_points=False`` only the core's built-ins and ``module`` are loaded."""
+    pm = plugin_manager(entry_points=entry_points)
+    installed = pm.get_plugin(name)
+    if installed is not None and installed is not module:
+        pm.unregister(installed)  # another copy of the plug-in (an installed version): the given one wins
+    if pm.get_plugin(name) is None:
+        pm.register(module, name=name)
+    if pm.get_plugin("core") is None:
+        from . import builtins
+        pm.register(builtins, name="core")
+    return Registry(pm)

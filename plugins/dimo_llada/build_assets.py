@@ -66,8 +66,10 @@ def build_teacher(out_dir: Path, overrides: list[str]) -> None:
     from dimo_core.context import Context
     from dimo_core.train_teacher import train_teacher
 
-    from .testing import llada_registry
-    registry = llada_registry()
+    from dimo_core.registry import registry_with
+
+    from . import plugin
+    registry = registry_with("llada", plugin)
     args = ["plugins=llada", f"out_dir={out_dir}", *overrides]
     ctx = Context(load_config(args, registry), registry)
     start, cpu_start = time.time(), time.process_time()
@@ -146,8 +148,10 @@ def check_teacher(samples: int, steps: list[int], seed: int, overrides: list[str
     from dimo_core.context import Context
     from dimo_core.sample import draw_teacher
 
-    from .testing import llada_registry
-    registry = llada_registry()
+    from dimo_core.registry import registry_with
+
+    from . import plugin
+    registry = registry_with("llada", plugin)
     ctx = Context(load_config(["plugins=llada", *overrides], registry), registry)
     metric = ctx.build("metrics", ctx.config.eval.metrics[0], "eval.metrics[0]")
     sampler = ctx.build("samplers", ctx.config.eval.sampler, "eval.sampler")

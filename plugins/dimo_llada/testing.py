@@ -51,18 +51,3 @@ def tiny_bert_folder(folder: str | Path, seed: int = 0) -> Path:
     BertForMaskedLM(config).save_pretrained(str(folder))
     tokenizer.save_pretrained(str(folder))
     return Path(folder)
-
-
-def llada_registry():
-    """The installed plugins, plus this one under its entry-point name if it is not installed yet."""
-    import types
-
-    from dimo_core.registry import get_registry
-
-    from . import plugin
-    registry = get_registry()
-    if "llada" in {p.name for p in registry.plugins()}:
-        return registry
-    module = types.ModuleType("llada")
-    module.__dict__.update({k: v for k, v in vars(plugin).items() if k.startswith("register_")})
-    return get_registry(extra=[module])

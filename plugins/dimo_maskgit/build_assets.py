@@ -17,26 +17,16 @@ import torch
 ASSETS = Path(__file__).parent / "assets"
 
 
-def maskgit_registry():
-    """The installed plugins' registry, with this plugin as ``maskgit`` even where its entry point
-    is not installed (so that ``plugins=maskgit`` resolves)."""
-    from dimo_core.registry import Registry, plugin_manager
-
-    from . import plugin
-    pm = plugin_manager()
-    if pm.get_plugin("maskgit") is None:
-        pm.register(plugin, name="maskgit")
-    return Registry(pm)
-
-
 def build_teacher(overrides: list[str], out: Path) -> None:
     import shutil
 
     from dimo_core.config import load_config
     from dimo_core.context import Context
+    from dimo_core.registry import registry_with
     from dimo_core.train_teacher import train_teacher
 
-    registry = maskgit_registry()
+    from . import plugin
+    registry = registry_with("maskgit", plugin)
     ctx = Context(load_config(["plugins=maskgit", *overrides], registry), registry)
     trained = train_teacher(ctx, progress=False)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Literal
 
 import dimo_core
+from dimo_core.conditions import ClassLabels
 from dimo_core.presets import load_preset
 
 from dimo_fmnist import patch_vq
@@ -14,7 +15,6 @@ from dimo_fmnist.fashion_mnist import CLASS_NAMES
 from dimo_fmnist.grid import ImageGrid
 from dimo_fmnist.metrics import ImageQuality
 
-from .conditions import ClassLabels
 from .metrics import InceptionQuality
 from .teacher import build_teacher
 from .vqgan import load_vqgan

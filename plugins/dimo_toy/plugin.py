@@ -4,9 +4,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import dimo_core
+from dimo_core.conditions import ClassLabels
 from dimo_core.presets import load_preset
 
-from .conditions import ClassConditions
 from .data import MarkovData
 from .metrics import ExactMetrics
 from .source import MarkovSource
@@ -33,7 +33,7 @@ def register_tokenizers(register):
 
 @dimo_core.hookimpl
 def register_conditions(register):
-    register("toy_classes", lambda ctx, num_classes=4: ClassConditions(num_classes))
+    register("toy_classes", lambda ctx, num_classes=4: ClassLabels(num_classes))
 
 
 @dimo_core.hookimpl

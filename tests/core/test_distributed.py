@@ -24,8 +24,8 @@ from dimo_core.distributed import Parallel
 from dimo_core.divergences import FKL
 from dimo_core.engine import DiMOEngine
 from dimo_core.init import RandomMaskInit
-from dimo_toy.teacher import ToyMDM
-from dimo_toy.conditions import ClassConditions
+from dimo_core.conditions import ClassLabels
+from dimo_core.mdm import SmallMDM
 
 STEPS = 3
 ATOL = 1e-5
@@ -34,10 +34,10 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 def make_engine(parallel=None, **overrides):
     torch.manual_seed(0)
-    teacher = ToyMDM(vocab_size=11, seq_len=8, num_classes=3, dim=16, depth=2, heads=2)
+    teacher = SmallMDM(vocab_size=11, seq_len=8, num_classes=3, dim=16, depth=2, heads=2)
     cfg = DistillConfig(**{"batch_size": 8, "grad_accum": 2, "lr_generator": 1e-3, "lr_aux": 1e-3,
                            "warmup_steps": 0, "ema": 0.9, "guidance": 2.0, "sigma": 0.0, **overrides})
-    return DiMOEngine(teacher, ClassConditions(3), FKL(), RandomMaskInit(0.5), cfg, seed=0, parallel=parallel)
+    return DiMOEngine(teacher, ClassLabels(3), FKL(), RandomMaskInit(0.5), cfg, seed=0, parallel=parallel)
 
 
 def run_steps(engine, n):
@@ -198,7 +198,7 @@ def test_torchrun_rank_killed_then_same_command_resumes(tmp_path):
 
     one_process_run(tmp_path / "one", steps)
     final = f"checkpoints/step_{steps:08d}/state.safetensors"
-    names = [n for n, _ in ToyMDM(dim=16, depth=1, heads=2).named_parameters()]
+    names = [n for n, _ in SmallMDM(dim=16, depth=1, heads=2).named_parameters()]
     cfg = yaml.safe_load((out / "run.config.yaml").read_text())["distill"]
     lrs = {"generator": cfg["lr_generator"], "aux": cfg["lr_aux"]}
     assert_same_training(names, lrs, steps, load_file(str(tmp_path / "one" / final)), load_file(str(out / final)))

@@ -12,19 +12,19 @@ from dimo_core.engine import DiMOEngine
 from dimo_core.errors import ConfigError
 from dimo_core.init import RandomMaskInit
 from dimo_core.memory import ModelShape, estimate_memory
-from dimo_toy.teacher import ToyMDM
-from dimo_toy.conditions import ClassConditions
+from dimo_core.conditions import ClassLabels
+from dimo_core.mdm import SmallMDM
 
 
 def toy():
     torch.manual_seed(0)
-    return ToyMDM(vocab_size=11, seq_len=8, num_classes=3, dim=16, depth=2, heads=2)
+    return SmallMDM(vocab_size=11, seq_len=8, num_classes=3, dim=16, depth=2, heads=2)
 
 
 def two_steps(performance=None, dtype="float32"):
     cfg = DistillConfig(batch_size=8, grad_accum=2, lr_generator=1e-3, lr_aux=1e-3, warmup_steps=0, ema=0.9,
                         guidance=2.0, sigma=0.1)
-    engine = DiMOEngine(toy(), ClassConditions(3), FKL(), RandomMaskInit(0.5), cfg, seed=0, dtype=dtype,
+    engine = DiMOEngine(toy(), ClassLabels(3), FKL(), RandomMaskInit(0.5), cfg, seed=0, dtype=dtype,
                         parallel=Parallel(performance=performance))
     logs = [engine.train_step() for _ in range(2)]
     return engine, logs

@@ -8,15 +8,16 @@ import torch
 from dimo_core.config import load_config
 from dimo_core.context import Context
 from dimo_core.errors import ConfigError
+from dimo_core.registry import registry_with
 from dimo_llada.teacher import ASSETS
-from dimo_llada.testing import llada_registry
+from dimo_llada import plugin
 
 BUNDLED = (ASSETS / "teacher" / "model.safetensors").exists()
 
 
 @pytest.fixture(scope="module")
 def registry():
-    return llada_registry()
+    return registry_with("llada", plugin)
 
 
 def test_every_component_is_registered_by_the_llada_plugin(registry):

@@ -8,14 +8,15 @@ from dimo_core.context import Context
 from dimo_core.evaluate import evaluate
 from dimo_core.distill import distill
 from dimo_core.train_teacher import train_teacher
-from dimo_maskgit.build_assets import maskgit_registry
+from dimo_core.registry import registry_with
+from dimo_maskgit import plugin
 from dimo_fmnist.fashion_mnist import write_split
 
 TINY = ["teacher.hidden=16", "teacher.depth=1", "teacher.heads=2", "teacher.mlp=32"]
 
 
 def context(overrides, data_root=None):
-    registry = maskgit_registry()
+    registry = registry_with("maskgit", plugin)
     config = load_config(["plugins=maskgit", *TINY, *overrides], registry)
     if data_root:  # real features from the fake test split, not the 10,000 real ones (test speed)
         config.eval.metrics = [Component(name="image_quality", root=str(data_root))]

@@ -12,9 +12,10 @@ from dimo_fmnist.classifier import mean_and_cov
 from dimo_fmnist.fashion_mnist import CLASS_NAMES, default_root
 from dimo_fmnist.metrics import ImageQuality
 from dimo_fmnist.patch_vq import PatchVQTokenizer
-from dimo_maskgit.build_assets import maskgit_registry
-from dimo_maskgit.conditions import ClassLabels
+from dimo_core.conditions import ClassLabels
+from dimo_core.registry import registry_with
 from dimo_maskgit.metrics import InceptionQuality
+from dimo_maskgit import plugin
 
 
 def test_class_labels():
@@ -31,7 +32,7 @@ def test_class_labels():
 
 
 def test_plugin_registers_everything_and_presets_validate():
-    registry = maskgit_registry()
+    registry = registry_with("maskgit", plugin)
     expected = {"teachers": "maskgit", "tokenizers": "fmnist_patch_vq", "conditions": "class_labels",
                 "datasets": "fashion_mnist", "metrics": "image_quality", "writers": "image_grid"}
     for kind, name in expected.items():
@@ -92,7 +93,7 @@ def test_bundled_teacher_draws_the_requested_classes():
     from dimo_core.context import Context
     from dimo_core.sample import draw_teacher
 
-    registry = maskgit_registry()
+    registry = registry_with("maskgit", plugin)
     ctx = Context(load_config(["plugins=maskgit"], registry), registry)
     sampler = ctx.build("samplers", ctx.config.eval.sampler, "eval.sampler")
     cond = torch.arange(100) % 10

@@ -4,9 +4,10 @@ import torch
 
 from dimo_core.errors import CheckpointError
 from dimo_core.testing import TeacherContract
-from dimo_maskgit.build_assets import maskgit_registry
-from dimo_maskgit.conditions import ClassLabels
+from dimo_core.conditions import ClassLabels
+from dimo_core.registry import registry_with
 from dimo_maskgit.teacher import MaskGitTeacher, build_teacher, save_teacher
+from dimo_maskgit import plugin
 
 TINY = dict(hidden=32, depth=2, heads=4, mlp=64, codebook_size=12, num_classes=3, tokens=9, dropout=0.0)
 
@@ -124,7 +125,7 @@ def test_pickled_code_is_refused(tmp_path):
 
 
 def test_registered_factory_builds_and_loads(tmp_path):
-    registry = maskgit_registry()
+    registry = registry_with("maskgit", plugin)
     teacher = tiny_teacher()
     save_teacher(teacher, tmp_path / "t.safetensors")
     built = registry.build("teachers", {"name": "maskgit", "path": str(tmp_path / "t.safetensors"), **TINY}, ctx=None)

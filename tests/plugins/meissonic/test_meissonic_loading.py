@@ -8,7 +8,8 @@ import torch
 
 from dimo_core.checkpoint import load_tensors, save_json, save_tensors
 from dimo_core.errors import CheckpointError, ConfigError
-from dimo_core.registry import get_registry
+from dimo_core.registry import registry_with
+from dimo_meissonic import plugin
 from dimo_meissonic.teacher import build_teacher
 from dimo_meissonic.text import PromptEncoder, load_text_encoder
 from dimo_meissonic.testing import TINY_ARCHITECTURE, write_tiny_meissonic
@@ -20,7 +21,7 @@ MERGES = ["c a", "ca t</w>", "d o", "do g</w>"]
 
 
 def registry():
-    return get_registry()  # the meissonic entry point is installed with dimo
+    return registry_with("meissonic", plugin)
 
 
 @pytest.fixture(scope="module")

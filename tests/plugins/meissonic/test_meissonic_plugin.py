@@ -8,7 +8,8 @@ import torch
 
 from dimo_core.config import load_config
 from dimo_core.context import Context
-from dimo_core.registry import get_registry
+from dimo_core.registry import registry_with
+from dimo_meissonic import plugin
 from dimo_meissonic.conditions import CLASS_PHRASES, EVAL_TEMPLATES, TRAIN_TEMPLATES
 
 # A smaller transformer than the preset's (the bundled text encoder fixes hidden = 64)
@@ -16,7 +17,7 @@ TOY = ["teacher.num_layers=1", "teacher.num_single_layers=1"]
 
 
 def registry():
-    return get_registry()  # the meissonic entry point is installed with dimo
+    return registry_with("meissonic", plugin)
 
 
 def context(*overrides):
