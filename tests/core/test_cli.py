@@ -91,7 +91,7 @@ def test_run_eval_sample_end_to_end(tiny_teacher, tmp_path):
     both = load_file(str(out / "samples.safetensors"))
     assert both["teacher"].shape == both["student"].shape == (2, 16)
     proc = dimo("sample", *run_args(tiny_teacher, out), "prompt=a: b", check=False)  # taken as text, not YAML
-    assert proc.returncode == 2 and "cannot be given as text" in proc.stderr
+    assert proc.returncode == 2 and "prompt 'a: b' names no class" in proc.stderr  # class labels: an index or a name
 
 
 def test_teacher_only_eval_needs_no_student(tiny_teacher, tmp_path):
