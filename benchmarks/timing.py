@@ -39,7 +39,7 @@ def median_seconds(fn, repeats: int = 7, warmup: int = 2) -> float:
 
 
 def toy_forward_flops(model: nn.Module, batch: int) -> float:
-    """Matmul FLOPs of one ToyMDM forward: 2 x (linear weights) per token, plus attention's two
+    """Matmul FLOPs of one SmallMDM forward: 2 x (linear weights) per token, plus attention's two
     (L x L x d) products per layer; the L tokens and the class token."""
     tokens = model.seq_len + 1
     linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Linear))

@@ -90,3 +90,10 @@ def test_presets_are_package_data(package):
 def test_bundled_packages_are_all_found_by_setuptools():
     include = PYPROJECT["tool"]["setuptools"]["packages"]["find"]["include"]
     assert {f"{p}*" for p in PLUGINS + LIBRARIES} <= set(include)
+
+
+def test_core_tests_import_no_plugin():
+    """tests/core runs on the core's SmallMDM and dummy teacher; plug-ins are tested in tests/plugins/."""
+    offending = {str(path.relative_to(ROOT)): sorted(imported_modules(path) & set(PLUGINS + LIBRARIES))
+                 for path in sorted((ROOT / "tests" / "core").glob("*.py"))}
+    assert not {k: v for k, v in offending.items() if v}

@@ -12,8 +12,8 @@ from dimo_core.config import DistillConfig
 from dimo_core.divergences import FKL
 from dimo_core.engine import DiMOEngine
 from dimo_core.init import RandomMaskInit
-from dimo_toy.teacher import ToyMDM
-from dimo_toy.conditions import ClassConditions
+from dimo_core.conditions import ClassLabels
+from dimo_core.mdm import SmallMDM
 
 
 class CountOps(TorchDispatchMode):
@@ -34,10 +34,10 @@ SETTINGS = {"toy defaults": {},
 
 def engine_at(batch_size: int, r_init, **overrides) -> DiMOEngine:
     torch.manual_seed(0)
-    teacher = ToyMDM(vocab_size=11, seq_len=16, num_classes=3, dim=32, depth=2, heads=2)
+    teacher = SmallMDM(vocab_size=11, seq_len=16, num_classes=3, dim=32, depth=2, heads=2)
     cfg = DistillConfig(**{"batch_size": batch_size, "lr_generator": 5e-4, "lr_aux": 2e-3, "warmup_steps": 2,
                            "ema": 0.99, "grad_clip": 1.0, **overrides})
-    return DiMOEngine(teacher, ClassConditions(3), FKL(), RandomMaskInit(r_init), cfg, seed=0)
+    return DiMOEngine(teacher, ClassLabels(3), FKL(), RandomMaskInit(r_init), cfg, seed=0)
 
 
 def ops_of_one_step(batch_size: int, r_init=0.6, **overrides) -> Counter:

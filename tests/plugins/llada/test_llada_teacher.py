@@ -225,9 +225,10 @@ def test_the_8b_presets_frozen_patterns_resolve_on_a_lora_wrapped_model(llada_fo
     wrapped model's parameters (model.base_model.model.model.embed_tokens...), and only those."""
     from dimo_core.config import load_config
     from dimo_core.engine import trainable_copy
-    from dimo_llada.testing import llada_registry
+    from dimo_core.registry import registry_with
+    from dimo_llada import plugin
     config = load_config(["plugins=llada", "preset=llada_8b", f"teacher.path={llada_folder}", "conditions.path=p.txt",
-                          "eval.metrics.0.reference=r"], llada_registry())
+                          "eval.metrics.0.reference=r"], registry_with("llada", plugin))
     assert config.teacher.spec()["lora_rank"] > 0 and config.distill.frozen
     for lora in (False, True):
         teacher = load_teacher(str(llada_folder), seq_len=4)
@@ -246,8 +247,9 @@ def test_the_memory_estimate_counts_prompt_and_response_tokens():
     from dimo_core.config import load_config
     from dimo_core.context import Context
     from dimo_core.distill import model_shape
-    from dimo_llada.testing import llada_registry
-    registry = llada_registry()
+    from dimo_core.registry import registry_with
+    from dimo_llada import plugin
+    registry = registry_with("llada", plugin)
     ctx = Context(load_config(["plugins=llada", "teacher.path=null", "teacher.hidden_size=32", "teacher.num_layers=1",
                                "teacher.num_heads=2", "teacher.intermediate_size=64"], registry), registry)
     prompt, response = ctx.config.conditions.spec()["prompt_len"], ctx.config.teacher.spec()["seq_len"]
