@@ -11,6 +11,7 @@ from dimo_core.presets import load_preset
 
 from .conditions import PromptConditions
 from .data import TextPairs, shared_text
+from .families import FamilyName
 from .memory import enable_activation_checkpointing
 from .metrics import BUNDLED_REFERENCE, ReferenceScorer, TextQuality
 from .sampler import LLaDASampler
@@ -40,6 +41,7 @@ def register_teachers(register):
                lora_alpha: float | None = None,          # default 2 * rank
                lora_targets: list[str] | None = None,    # nn.Linear names; default: common attention/MLP names
                embedding_module: str | None = None,      # dotted name of the token embedding, if not standard
+               family: FamilyName = "auto",              # calling conventions (docs/text-families.md); auto: config.json
                hidden_size: int = 192, num_layers: int = 4, num_heads: int = 4,   # a new bundled model
                intermediate_size: int = 512, max_positions: int = 256):
         architecture = dict(hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads,
@@ -47,7 +49,7 @@ def register_teachers(register):
         needs_tokenizer = path is None or str(path).endswith(".safetensors")
         teacher = load_teacher(path, seq_len=seq_len, tokenizer=_tokenizer(ctx) if needs_tokenizer else None,
                                trust_remote_code=trust_remote_code, mask_id=mask_id, dtype=dtype,
-                               embedding_module=embedding_module, architecture=architecture)
+                               embedding_module=embedding_module, architecture=architecture, family=family)
         if gradient_checkpointing:
             enable_activation_checkpointing(teacher.model)
         if lora_rank > 0:
@@ -58,11 +60,18 @@ def register_teachers(register):
 
 @dimo_core.hookimpl
 def register_tokenizers(register):
-    def hf(ctx, path: str | None = None,                # a Hugging Face folder; None: the bundled teacher's
-           trust_remote_code: bool = False,
+    def hf(ctx, path: str | None = None,                # a Hugging Face folder; None: the teacher's folder
+           trust_remote_code: bool | None = None,        # None: as teacher.trust_remote_code for its folder
            mask_id: int | None = None,                   # only for folders that do not name their mask id
            vocab_size: int | None = None):               # logit columns, if config.json does not say
-        return HFTokenizer.from_folder(path or BUNDLED_TEACHER, trust_remote_code, mask_id, vocab_size)
+        if path is None:   # the teacher's folder; the bundled one for a teacher .safetensors or none
+            teacher_path = getattr(getattr(ctx, "config", None), "teacher", None)
+            teacher_path = getattr(teacher_path, "path", None)
+            from_teacher = teacher_path is not None and Path(teacher_path).is_dir()
+            path = teacher_path if from_teacher else BUNDLED_TEACHER
+            if trust_remote_code is None and from_teacher:
+                trust_remote_code = bool(getattr(ctx.config.teacher, "trust_remote_code", False))
+        return HFTokenizer.from_folder(path, bool(trust_remote_code), mask_id, vocab_size)
     register("hf", hf)
 
 

@@ -19,6 +19,7 @@ from dimo_core.conditions import conditions_to
 from dimo_core.errors import CheckpointError, ConfigError
 from dimo_core.init import perturb_embeddings
 
+from .families import FAMILIES, Family, family_for
 from .hf_loading import load_masked_lm
 from .tokenizer import read_model_config, resolve_mask_id
 
@@ -52,12 +53,14 @@ class HFMaskedLMTeacher(nn.Module):
     """Prompt + response through a Hugging Face masked LM; logits of the response positions.
 
     ``vocab_size`` is the model's logit count, ``mask_id`` comes from the checkpoint, ``seq_len``
-    is the response length L the student generates."""
+    is the response length L the student generates; ``family`` says how the model takes padding
+    and where its logits sit (families.py)."""
 
     def __init__(self, model: nn.Module, mask_id: int, seq_len: int, vocab_size: int | None = None,
-                 embedding_module: str | None = None):
+                 embedding_module: str | None = None, family: Family = FAMILIES["llada"]):
         super().__init__()
         self.model = model
+        self.family = family
         self.mask_id = int(mask_id)
         self.seq_len = int(seq_len)
         self.embedding_module = embedding_module  # dotted name inside ``model``; None: get_input_embeddings()
@@ -108,7 +111,7 @@ class HFMaskedLMTeacher(nn.Module):
         return embeddings
 
     def _logits(self, ids: Tensor, attention_mask: Tensor | None) -> Tensor:
-        kwargs = {"attention_mask": attention_mask} if attention_mask is not None else {}
+        kwargs = self.family.padding_inputs(attention_mask) if attention_mask is not None else {}
         out = self.model(input_ids=ids, **kwargs)
         logits = getattr(out, "logits", None)
         if logits is None:
@@ -116,7 +119,7 @@ class HFMaskedLMTeacher(nn.Module):
         if not isinstance(logits, Tensor) or logits.dim() != 3:
             raise CheckpointError("the model returned no (B, T, V) logits; is this a masked LM with its head "
                                   "(AutoModelForMaskedLM), not a bare encoder?")
-        return logits
+        return self.family.align(logits)
 
     def forward(self, tokens: Tensor, cond=None, embedding_noise: float = 0.0,
                 generator: torch.Generator | None = None) -> Tensor:
@@ -169,19 +172,20 @@ def bundled_model(vocab_size: int, mask_id: int, pad_id: int | None = None, bos_
 
 def load_teacher(path: str | None, *, seq_len: int, tokenizer=None, trust_remote_code: bool = False,
                  mask_id: int | None = None, dtype: str = "float32", embedding_module: str | None = None,
-                 architecture: dict | None = None) -> HFMaskedLMTeacher:
+                 architecture: dict | None = None, family: str = "auto") -> HFMaskedLMTeacher:
     """A Hugging Face folder; a dimo teacher .safetensors (state of this wrapper, from `dimo train-teacher`)
     with the architecture options it was trained with; or None: a fresh bundled architecture."""
     if path is not None and Path(path).is_dir():
-        model = load_masked_lm(path, trust_remote_code, dtype)
         config = read_model_config(path)
+        conventions = family_for(family, config, str(path))
+        model = load_masked_lm(path, trust_remote_code, dtype)
         hf_tokenizer = None
         if mask_id is None and config.get("mask_token_id") is None:  # BERT family: the tokenizer knows
             from .tokenizer import load_hf_tokenizer
             with contextlib.suppress(CheckpointError):
                 hf_tokenizer = load_hf_tokenizer(path, trust_remote_code)
         return HFMaskedLMTeacher(model, resolve_mask_id(config, hf_tokenizer, mask_id, str(path)), seq_len,
-                                 embedding_module=embedding_module)
+                                 embedding_module=embedding_module, family=conventions)
     if tokenizer is None:
         raise ConfigError("a new teacher takes its vocabulary and mask id from the tokenizer; set tokenizer.name=hf")
     if mask_id is not None and tokenizer.mask_id is not None and mask_id != tokenizer.mask_id:

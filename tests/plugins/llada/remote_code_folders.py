@@ -18,6 +18,8 @@ STYLES = {
     # style: (configuration module.class, modeling module.class, model_type, auto classes in auto_map)
     "llada": ("configuration_tiny_llada.TinyLLaDAConfig", "modeling_tiny_llada.TinyLLaDAModelLM",
               "tiny_llada_style", ("AutoModel", "AutoModelForCausalLM")),
+    "dream": ("configuration_tiny_dream.TinyDreamConfig", "modeling_tiny_dream.TinyDreamModel",
+              "Dream", ("AutoModel",)),
 }
 
 
