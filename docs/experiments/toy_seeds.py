@@ -58,7 +58,7 @@ def recipe(seed: int, name: str, out: Path, extra: list[str], teacher_path: Path
     return result
 
 
-def summarise(results: list[dict]) -> tuple[str, dict]:
+def summarise(results: list[dict], settings: str = "") -> tuple[str, dict]:
     """Per recipe and student k: mean and spread over seeds of valid, of valid / teacher best, and
     how many seeds the student beats the teacher at the same k."""
     def spread(xs):   # mean ± sample standard deviation (nan where a teacher never produced a valid sample)
@@ -92,7 +92,7 @@ def summarise(results: list[dict]) -> tuple[str, dict]:
             lines.append(f"| {name} | student | {k} | {spread(vals)} | "
                          f"{spread(table[f'{name}@{k}']['ratio'])} | {spread([m['pair_tv'] for _, m in per_seed])} | "
                          f"{wins}/{len(per_seed)} |")
-    head = (f"Seeds {', '.join(map(str, seeds))}; teacher best (mean) {sum(best.values()) / len(best):.3f}; "
+    head = (f"Seeds {', '.join(map(str, seeds))}{settings}; teacher best (mean) {sum(best.values()) / len(best):.3f}; "
             f"longest run, seconds: " + ", ".join(f"{n} {max(r['run_seconds'] for r in results if r['recipe'] == n):.0f}"
                                                      for n in names))
     return head + "\n\n" + "\n".join(lines) + "\n", {"teacher_best": best, "students": table, "results": results}
@@ -111,7 +111,8 @@ def main() -> None:
         teachers = dict(zip(args.seeds, pool.map(lambda s: teacher(s, args.out, extra, args.teacher_steps), args.seeds)))
         jobs = [pool.submit(recipe, s, name, args.out, extra, teachers[s]) for s in args.seeds for name in args.recipes]
         results = [j.result() for j in jobs]
-    text, data = summarise(results)
+    settings = f" ({' '.join(extra)}" + (f", teacher {args.teacher_steps} steps" if args.teacher_steps else "") + ")"
+    text, data = summarise(results, settings)
     (args.out / "summary.md").write_text(text)
     (args.out / "summary.json").write_text(json.dumps(data, indent=2))
     print(text)
