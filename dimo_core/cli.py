@@ -21,11 +21,18 @@ COMMANDS = {
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="dimo", description="Distil masked diffusion models into one step.",
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="commands:\n" + "\n".join(f"  {k:14s} {v}" for k, v in COMMANDS.items()))
+                                     epilog="commands:\n" + "\n".join(f"  {k:14s} {v}" for k, v in COMMANDS.items())
+                                     + "\n\n`dimo COMMAND --help` lists that command's keys; all keys: docs/configuration.md")
     parser.add_argument("command", choices=list(COMMANDS), metavar="command")
     parser.add_argument("args", nargs="*", help="key=value overrides")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    ns = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    words = [a for a in argv if not a.startswith("-")]
+    if words and words[0] in COMMANDS and {"-h", "--help"} & set(argv):  # `dimo COMMAND --help`
+        from .help import command_help
+        print(command_help(words[0], COMMANDS[words[0]]))
+        return 0
+    ns = parser.parse_intermixed_args(argv)  # --no-progress may come anywhere
     try:
         return _dispatch(ns.command, ns.args, not ns.no_progress)
     except DimoError as e:
@@ -77,7 +84,8 @@ def _dispatch(command: str, args: list[str], progress: bool) -> int:
     elif command == "sample":
         from .sample import sample
         rows = sample(ctx)
-        print(f"samples written to {ctx.out_dir}: {', '.join(f'{k} ({tuple(v.shape)})' for k, v in rows.items())}")
+        print(f"samples drawn: {', '.join(f'{k} ({tuple(v.shape)})' for k, v in rows.items())}")
+        print("written:\n" + "\n".join(f"  {p}" for p in rows.paths))
     elif command == "export":
         from .export import export
         paths = export(ctx)

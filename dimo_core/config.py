@@ -138,6 +138,10 @@ class ExportConfig(Strict):
     student: str | None = None           # student weights (default: out_dir/student.safetensors)
 
 
+class LogConfig(Strict):
+    tensorboard: bool = False            # also write train_log.jsonl's numbers as TensorBoard scalars (out_dir/tensorboard)
+
+
 class DistributedConfig(Strict):
     strategy: Literal["auto", "none", "ddp", "fsdp"] = "auto"  # auto: ddp under torchrun with >1 process, else none
     backend: Literal["auto", "nccl", "gloo"] = "auto"  # auto: nccl on GPU, gloo on CPU
@@ -178,6 +182,7 @@ class RunConfig(Strict):
     sample: SampleConfig = SampleConfig()
     eval: EvalConfig = EvalConfig()
     export: ExportConfig = ExportConfig()
+    log: LogConfig = LogConfig()
     distributed: DistributedConfig = DistributedConfig()
     performance: PerformanceConfig = PerformanceConfig()
 
@@ -293,6 +298,9 @@ def load_config(overrides: list[str] = (), registry=None, unused: tuple[str, ...
             key, value = item.split("=", 1)
             if key == "prompt":  # dimo sample's shorthand; the text is taken as is, never parsed as YAML
                 OmegaConf.update(merged, "sample.prompt", [value])
+            elif key == "student":  # shorthand for the student file of sample, eval and export
+                for section_name in ("sample", "eval", "export"):
+                    OmegaConf.update(merged, f"{section_name}.student", value)
             else:
                 OmegaConf.update(merged, key, OmegaConf.from_dotlist([f"v={value}"]).v, merge=True)
         merged.plugins, merged.preset = plugins, presets

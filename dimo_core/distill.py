@@ -52,6 +52,9 @@ def _distill(ctx: Context, parallel: Parallel, progress: bool) -> Path:
     if last:
         engine.load_state(last[0], last[1], str(last[2]))
     log = JsonLog(out / "train_log.jsonl", engine.step) if parallel.is_main else None
+    if log and ctx.config.log.tensorboard:
+        from .tracking import TensorBoardLog
+        log = TensorBoardLog(log, out / "tensorboard")
     bar = tqdm(total=cfg.steps, initial=engine.step, desc="distil", disable=not progress, dynamic_ncols=True)
     last_dir = last[2] if last else None
     reset_peak(parallel.device)

@@ -390,8 +390,9 @@ class DiMOEngine:
         self._reported = skipped
         self.nonfinite_step = int(step)
         if self.cfg.nonfinite != "skip":
+            clip = "distill.aux_grad_clip" if which and which.startswith("aux") else "distill.grad_clip"  # the one that applies
             raise NonFiniteLossError(f"non-finite value at step {int(step)}: {reason}; lower the learning rates or "
-                                     f"set distill.grad_clip (distill.nonfinite=skip drops such batches instead)")
+                                     f"set {clip} (distill.nonfinite=skip drops such batches instead)")
         self.last_skip = reason
         return new
 

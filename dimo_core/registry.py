@@ -17,6 +17,11 @@ KINDS = ("teachers", "tokenizers", "conditions", "datasets", "divergences", "ini
          "samplers", "metrics", "writers", "exporters", "presets")
 
 
+def singular(kind: str) -> str:
+    """"init_strategies" -> "init strategy", "teachers" -> "teacher": for messages."""
+    return "init strategy" if kind == "init_strategies" else kind[:-1]
+
+
 @dataclass
 class Entry:
     kind: str
@@ -47,12 +52,12 @@ class Registry:
     def _registrar(self, kind: str, plugin: str) -> Callable:
         def register(name: str, obj: Any, **meta):
             if not isinstance(name, str) or not name:
-                raise PluginError(f"plugin {plugin!r} registered a {kind[:-1]} with an empty name")
+                raise PluginError(f"plugin {plugin!r} registered a {singular(kind)} with an empty name")
             if name in self.entries[kind]:
                 other = self.entries[kind][name].plugin
                 raise PluginError(
-                    f"{kind[:-1]} {name!r} is registered by both plugin {other!r} and plugin {plugin!r}; "
-                    f"uninstall one of them or rename the {kind[:-1]} in one plugin")
+                    f"{singular(kind)} {name!r} is registered by both plugin {other!r} and plugin {plugin!r}; "
+                    f"uninstall one of them or rename the {singular(kind)} in one plugin")
             self.entries[kind][name] = Entry(kind, name, obj, plugin, meta)
         return register
 
@@ -63,7 +68,7 @@ class Registry:
             return self.entries[kind][name]
         except KeyError:
             choices = ", ".join(sorted(self.entries[kind])) or "(none installed)"
-            raise ConfigError(f"unknown {kind[:-1]} {name!r}; installed {kind}: {choices}") from None
+            raise ConfigError(f"unknown {singular(kind)} {name!r}; installed {kind}: {choices}") from None
 
     def names(self, kind: str) -> list[str]:
         return sorted(self.entries[kind])
@@ -77,7 +82,7 @@ class Registry:
         valid = [p.name for p in params]
         for key in options:
             if key not in valid:
-                raise ConfigError(f"unknown key {where}.{key} for {kind[:-1]} {name!r}; "
+                raise ConfigError(f"unknown key {where}.{key} for {singular(kind)} {name!r}; "
                                   f"valid keys: {', '.join(['name'] + valid)}")
 
     def build(self, kind: str, spec: dict, ctx: Any, where: str | None = None) -> Any:
@@ -93,7 +98,7 @@ class Registry:
             return factory(ctx, **spec)
         except pydantic.ValidationError as e:
             problems = "; ".join(f"{where}.{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
-            raise ConfigError(f"bad options for {kind[:-1]} {name!r}: {problems}") from None
+            raise ConfigError(f"bad options for {singular(kind)} {name!r}: {problems}") from None
 
     def plugins(self) -> list[PluginInfo]:
         versions = {}

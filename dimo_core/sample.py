@@ -1,6 +1,12 @@
 """`dimo sample`, and the drawing helpers `dimo eval` shares: the teacher at N steps, the student."""
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
 import torch
 
 from .checkpoint import save_tensors
@@ -69,8 +75,45 @@ def sample(ctx: Context) -> dict[str, torch.Tensor]:
         steps = max(cfg.student_steps or max(student.trained_steps), 1)
         tensors["student"] = rows["student" if steps == 1 else f"student {steps} steps"] = draw_student(
             ctx, student, cond, cfg.n, steps, cfg.temperature, generator)
-    save_tensors(out / "samples.safetensors", tensors, {"labels": list(rows)})
+    stamp = unused_stamp(out)
+    paths = [out / f"sample-{stamp}.safetensors"]
+    save_tensors(paths[0], tensors, {"labels": list(rows)})
     if ctx.config.eval.writer and ctx.config.eval.writer.name:
         writer = ctx.build("writers", ctx.config.eval.writer, "eval.writer")
-        writer(rows, cond, str(out))
-    return rows
+        paths += write_stamped(writer, rows, cond, out, stamp)
+    return Samples(rows, paths)
+
+
+class Samples(dict):
+    """The rows drawn ({label: tokens}), and ``paths``: the files written."""
+
+    def __init__(self, rows: dict, paths: list[Path]):
+        super().__init__(rows)
+        self.paths = paths
+
+
+def unused_stamp(out: Path) -> str:
+    """A time stamp no earlier ``dimo sample`` in ``out`` used (two in one second get -2, -3, ...)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    taken = {p.name.split(".")[0] for p in out.glob(f"sample-{stamp}*")}
+    n = 1
+    while (f"sample-{stamp}" if n == 1 else f"sample-{stamp}-{n}") in taken:
+        n += 1
+    return stamp if n == 1 else f"{stamp}-{n}"
+
+
+def write_stamped(writer, rows, cond, out: Path, stamp: str) -> list[Path]:
+    """Run the writer in a scratch folder, then name its files sample-<stamp>.<ext>: `dimo sample` never
+    replaces a file of `dimo eval`'s report (the writer's default names are the report's)."""
+    scratch = Path(tempfile.mkdtemp(prefix=".sample-", dir=out))
+    try:
+        written = [Path(p) for p in writer(rows, cond, str(scratch))]
+        suffixes = [p.suffix for p in written]
+        paths = []
+        for p in written:
+            name = f"sample-{stamp}{p.suffix}" if suffixes.count(p.suffix) == 1 else f"sample-{stamp}-{p.name}"
+            os.replace(p, out / name)
+            paths.append(out / name)
+        return paths
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)

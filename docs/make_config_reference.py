@@ -4,7 +4,7 @@ from pathlib import Path
 
 SOURCE = Path(__file__).parents[1] / "dimo_core" / "config.py"
 SECTIONS = {"RunConfig": "", "DistillConfig": "distill.", "TrainTeacherConfig": "train_teacher.",
-            "SampleConfig": "sample.", "EvalConfig": "eval.", "ExportConfig": "export.",
+            "SampleConfig": "sample.", "EvalConfig": "eval.", "ExportConfig": "export.", "LogConfig": "log.",
             "DistributedConfig": "distributed.", "PerformanceConfig": "performance."}
 FIELD = re.compile(r"^    (\w+): ([^=]+?)(?: = (.+?))?\s*(?:#\s*(.*))?$")
 

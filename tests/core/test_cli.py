@@ -31,6 +31,13 @@ def tiny_teacher(tmp_path_factory):
     return out / "teacher.safetensors"
 
 
+def sampled(proc) -> dict:
+    """The tokens file a `dimo sample` printed (sample-<time>.safetensors)."""
+    [path] = [line.strip() for line in proc.stdout.splitlines() if line.strip().endswith(".safetensors")]
+    assert Path(path).name.startswith("sample-")
+    return load_file(path)
+
+
 def run_args(teacher, out, steps=6):
     return [*TINY, f"teacher.path={teacher}", f"out_dir={out}", f"distill.steps={steps}", "distill.batch_size=16",
             "distill.ckpt_every=2", "distill.log_every=1"]
@@ -81,15 +88,15 @@ def test_run_eval_sample_end_to_end(tiny_teacher, tmp_path):
     assert report["config"]["distill"]["steps"] == 6
     assert (out / "report.md").read_text().count("| teacher |") == 2
     assert (out / "quality_vs_steps.png").stat().st_size > 1000 and (out / "samples.md").exists()
-    dimo("sample", *run_args(tiny_teacher, out), "sample.n=5")
-    assert load_file(str(out / "samples.safetensors"))["student"].shape == (5, 16)
-    dimo("sample", *run_args(tiny_teacher, out), "sample.n=3", "sample.source=teacher", "sample.steps=4",
-         "sample.sampler.name=ancestral")
-    assert load_file(str(out / "samples.safetensors"))["teacher"].shape == (3, 16)
-    dimo("sample", *run_args(tiny_teacher, out), "sample.n=2", "sample.source=both", "sample.steps=4",
-         "sample.sampler.name=ancestral")
-    both = load_file(str(out / "samples.safetensors"))
+    report_samples = (out / "samples.md").read_text()
+    assert sampled(dimo("sample", *run_args(tiny_teacher, out), "sample.n=5"))["student"].shape == (5, 16)
+    assert sampled(dimo("sample", *run_args(tiny_teacher, out), "sample.n=3", "sample.source=teacher",
+                        "sample.steps=4", "sample.sampler.name=ancestral"))["teacher"].shape == (3, 16)
+    both = sampled(dimo("sample", *run_args(tiny_teacher, out), "sample.n=2", "sample.source=both", "sample.steps=4",
+                        "sample.sampler.name=ancestral"))
     assert both["teacher"].shape == both["student"].shape == (2, 16)
+    assert (out / "samples.md").read_text() == report_samples  # the report's file is never replaced
+    assert len(list(out.glob("sample-*.md"))) == 3 and len(list(out.glob("sample-*.safetensors"))) == 3
     proc = dimo("sample", *run_args(tiny_teacher, out), "prompt=a: b", check=False)  # taken as text, not YAML
     assert proc.returncode == 2 and "prompt 'a: b' names no class" in proc.stderr  # class labels: an index or a name
 
@@ -107,8 +114,7 @@ def test_a_partly_frozen_student_keeps_trained_tensors_and_samples_over_its_teac
     dimo("run", *args)
     student = load_file(str(tmp_path / "student.safetensors"))
     assert "head.weight" in student and "token_embedding.weight" not in student
-    dimo("sample", *args, "sample.n=4")
-    assert load_file(str(tmp_path / "samples.safetensors"))["student"].shape == (4, 16)
+    assert sampled(dimo("sample", *args, "sample.n=4"))["student"].shape == (4, 16)
     proc = dimo("sample", *args, "teacher.heads=4", check=False)
     assert proc.returncode == 2 and "holds only the tensors its run trained" in proc.stderr
 

@@ -21,7 +21,7 @@ def test_configuration_reference_is_current(tmp_path):
     before = (DOCS / "configuration.md").read_text()
     subprocess.run([sys.executable, str(DOCS / "make_config_reference.py")], check=True)
     assert (DOCS / "configuration.md").read_text() == before, "run python docs/make_config_reference.py"
-    for section in ("", "distill.", "train_teacher.", "sample.", "eval.", "export."):
+    for section in ("", "distill.", "train_teacher.", "sample.", "eval.", "export.", "log."):
         model = RunConfig if not section else RunConfig.model_fields[section[:-1]].annotation
         for key in model.model_fields:
             assert f"`{section}{key}`" in before, f"{section}{key} missing from docs/configuration.md"
