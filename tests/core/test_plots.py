@@ -1,7 +1,4 @@
-"""The pictures a newcomer reads: the quality-vs-steps plot and the sample grid."""
-import math
-
-import torch
+"""The quality-vs-steps plot a newcomer reads: titled panels, a grid, NaN marked."""
 from PIL import Image
 
 from dimo_core.evaluate import METRIC_INFO, metric_info, panel_title, plot_quality
@@ -31,19 +28,3 @@ def test_many_metrics_are_laid_out_in_a_grid_not_one_long_row(tmp_path):
     plot_quality(rows_with(names, nan_at=("student", 1, "recall")), tmp_path / "q.png")
     width, height = Image.open(tmp_path / "q.png").size
     assert width / height < 1.6  # 3 columns x 3 rows (one long row of 7 was 7.9 wide for 1 high)
-
-
-def test_a_grid_of_more_samples_than_columns_wraps_into_blocks(tmp_path):
-    from dimo_fmnist.grid import ImageGrid
-
-    class Pixels:  # token i -> a flat grey picture of value i / 40
-        def decode(self, tokens):
-            return (tokens[:, :1].float() / 40).reshape(-1, 1, 1, 1).expand(-1, 1, 28, 28)
-
-    tokens = torch.arange(20)[:, None].repeat(1, 4)
-    heights = {}
-    for n in (10, 20):
-        ImageGrid(Pixels(), filename=f"{n}.png", max_columns=16)({"student": tokens[:n]}, torch.arange(n) % 10,
-                                                                   str(tmp_path))
-        heights[n] = Image.open(tmp_path / f"{n}.png").size[1]
-    assert math.isclose(heights[20] / heights[10], 2, rel_tol=0.25)  # 20 samples: two blocks of 10 columns
