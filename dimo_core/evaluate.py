@@ -162,18 +162,23 @@ def plot_quality(rows: list[dict], path: Path, info: dict | None = None) -> None
         if points["student"]:  # the student at each k it was sampled at
             ax.plot(*zip(*points["student"]), "*-", color="tab:red", markersize=13,
                     label="student" + (" at k steps" if len(points["student"]) > 1 else ""))
-        missing = [(s, who) for who, pts in points.items() for s, v in pts if not math.isfinite(v)]
-        for s, who in missing:  # a NaN: a cross at its step on the bottom edge, labelled
-            ax.plot([s], [0.04], "x", color="tab:red" if who == "student" else "tab:blue", markersize=11,
-                    markeredgewidth=2, transform=ax.get_xaxis_transform(), clip_on=False)
-            ax.annotate(f"{who}: NaN", (s, 0.04), xycoords=ax.get_xaxis_transform(), textcoords="offset points",
-                        xytext=(6, 4), fontsize=8, color="tab:red" if who == "student" else "tab:blue")
+        missing: dict[int, list[str]] = {}
+        for who, pts in points.items():
+            for s, v in pts:
+                if not math.isfinite(v):
+                    missing.setdefault(s, []).append(who)
+        for s, whos in missing.items():  # a NaN: a cross at its step on the bottom edge, labelled
+            color = "tab:red" if "student" in whos else "tab:blue"
+            ax.plot([s], [0.04], "x", color=color, markersize=11, markeredgewidth=2,
+                    transform=ax.get_xaxis_transform(), clip_on=False)
+            ax.annotate(f"{' and '.join(whos)}: NaN", (s, 0.04), xycoords=ax.get_xaxis_transform(),
+                        textcoords="offset points", xytext=(6, 4), fontsize=8, color=color)
         ax.set_xscale("log", base=2)
         steps = sorted({s for pts in points.values() for s, _ in pts})
         ax.set_xticks(steps, [str(s) for s in steps])
         ax.minorticks_off()
         ax.set_xlabel("sampling steps")
-        ax.set_title("\n".join(textwrap.fill(line, 44) for line in panel_title(name, info).split("\n")), fontsize=9)
+        ax.set_title("\n".join(textwrap.fill(line, 58) for line in panel_title(name, info).split("\n")), fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle("Quality against sampling steps: teacher and student, same conditions and seeds",
