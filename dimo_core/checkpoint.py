@@ -123,7 +123,9 @@ def optimizer_state(opt: torch.optim.Optimizer, prefix: str) -> tuple[dict[str, 
     sd = opt.state_dict()
     tensors = {f"{prefix}.{idx}.{key}": (v if torch.is_tensor(v) else torch.tensor(v))
                for idx, st in sd["state"].items() for key, v in st.items()}
-    return tensors, sd["param_groups"]
+    # a learning rate held as a device tensor (a CUDA-graphed step) is written as its number
+    groups = [{k: (v.item() if torch.is_tensor(v) else v) for k, v in group.items()} for group in sd["param_groups"]]
+    return tensors, groups
 
 
 def load_optimizer_state(opt: torch.optim.Optimizer, tensors: dict[str, Tensor], groups: list,

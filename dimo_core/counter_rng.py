@@ -53,16 +53,24 @@ def _lane(counter: Tensor, k0: int, k1: int) -> Tensor:
     return _lowbias32(_lowbias32(counter ^ k0) ^ k1)
 
 
-def counter_uniforms(key: int, counter: Tensor) -> Tensor:
-    """float64 uniforms in [0, 1) with 53 random bits, one per entry of ``counter`` (int64 in [0, 2^32))."""
+def key_lanes(key: int) -> list[int]:
+    """The four 32-bit lane keys the hash uses for ``key``: computed on the host, so a device
+    buffer of them can be refilled before each step (a captured CUDA graph reads them from there)."""
     k = splitmix64(key)
     k2 = splitmix64(k)
-    high = _lane(counter, k & M32, k >> 32) >> 6        # 26 bits
-    low = _lane(counter, k2 & M32, k2 >> 32) >> 5       # 27 bits
+    return [k & M32, k >> 32, k2 & M32, k2 >> 32]
+
+
+def counter_uniforms(key: int | Tensor, counter: Tensor) -> Tensor:
+    """float64 uniforms in [0, 1) with 53 random bits, one per entry of ``counter`` (int64 in [0, 2^32)).
+    ``key``: a 64-bit key, or its ``key_lanes`` as an int64 tensor of 4 (the same values)."""
+    k0, k1, k2, k3 = key_lanes(key) if isinstance(key, int) else key
+    high = _lane(counter, k0, k1) >> 6        # 26 bits
+    low = _lane(counter, k2, k3) >> 5         # 27 bits
     return (high * (1 << 27) + low).double() * 2.0 ** -53
 
 
-def row_uniforms(key: int, first_row: int, rows: int, length: int, total_rows: int, device) -> Tensor:
+def row_uniforms(key: int | Tensor, first_row: int, rows: int, length: int, total_rows: int, device) -> Tensor:
     """(rows, length) uniforms for rows [first_row, first_row + rows) of a batch of ``total_rows``:
     counter = global row * length + position."""
     if total_rows * length >= 1 << 32:

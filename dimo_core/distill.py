@@ -24,7 +24,8 @@ def build_engine(ctx: Context, parallel: Parallel | None = None) -> DiMOEngine:
     divergence = ctx.build("divergences", cfg.distill.divergence, "distill.divergence")
     init = ctx.build("init_strategies", cfg.distill.init, "distill.init")
     return DiMOEngine(ctx.teacher, conditions, divergence, init, cfg.distill, seed=cfg.seed, dtype=cfg.dtype,
-                      parallel=parallel)
+                      parallel=parallel,
+                      cuda_graph=cfg.performance.cuda_graph and not cfg.performance.compile)
 
 
 def distill(ctx: Context, progress: bool = True) -> Path:
@@ -76,6 +77,8 @@ def _distill(ctx: Context, parallel: Parallel, progress: bool) -> Path:
         raise NonFiniteLossError(f"{e}; {where}") from None
     finally:
         bar.close()
+    if engine.graph_note and parallel.is_main:
+        print(f"note: {engine.graph_note}", flush=True)
     report_peak_memory(estimate, parallel, out, memory_at_start)
     return out / STUDENT_FILE
 

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .conditions import index_conditions
-from .counter_rng import row_uniforms, stream_key
+from .counter_rng import key_lanes, row_uniforms, stream_key
 from .config import DistillConfig
 from .distributed import Parallel, as_local_scalar, unwrap
 from .checkpoint import load_optimizer_state, optimizer_state
@@ -133,10 +133,15 @@ class EMA:
         self.rate = rate
         self.shadow = {n: p.detach().clone().float() for n, p in unwrap(model).named_parameters() if p.requires_grad}
 
+    def weight(self, step: int) -> float:
+        """1 - decay at ``step``: how far the shadow moves towards the weights."""
+        return 1 - min(self.rate, (1 + step) / (10 + step))
+
     @torch.no_grad()
-    def update(self, model: nn.Module, step: int, keep: Tensor | None = None) -> None:
-        """``keep``: a device flag, 0 when the step was skipped (the shadow then stays as it is)."""
-        decay = min(self.rate, (1 + step) / (10 + step))
+    def update(self, model: nn.Module, step: int, keep: Tensor | None = None, weight: Tensor | None = None) -> None:
+        """``keep``: a device flag, 0 when the step was skipped (the shadow then stays as it is);
+        ``weight``: ``self.weight(step)`` as a device scalar (a captured CUDA graph reads it there)."""
+        decay = 1 - self.weight(step) if weight is None else None
         params = dict(unwrap(model).named_parameters())
         names = list(self.shadow)
         shadow = [self.shadow[n] for n in names]
@@ -145,7 +150,7 @@ class EMA:
             return
         # shadow += (1 - decay) * keep * (param - shadow): a device weight, never read on the host
         step = torch._foreach_sub([params[n].detach().float() for n in names], shadow)
-        torch._foreach_mul_(step, (1 - decay) * keep)
+        torch._foreach_mul_(step, ((1 - decay) if weight is None else weight) * keep)
         torch._foreach_add_(shadow, step)
 
     def state_dict_of(self, model: nn.Module) -> dict[str, Tensor]:
@@ -155,7 +160,7 @@ class EMA:
 
 class DiMOEngine:
     def __init__(self, teacher: nn.Module, conditions, divergence, init_strategy, cfg: DistillConfig, *,
-                 seed: int = 0, dtype: str = "float32", parallel: Parallel | None = None):
+                 seed: int = 0, dtype: str = "float32", parallel: Parallel | None = None, cuda_graph: bool = False):
         self.cfg, self.conditions, self.divergence, self.init_strategy = cfg, conditions, divergence, init_strategy
         self.parallel = parallel = parallel or Parallel()   # one process unless torchrun started several
         self.mask_id, self.vocab_size, self.seq_len = teacher.mask_id, teacher.vocab_size, teacher.seq_len
@@ -167,9 +172,16 @@ class DiMOEngine:
         self.aux = parallel.wrap(trainable_copy(teacher, cfg, share))         # psi <- phi
         self.teacher = parallel.wrap(teacher, trainable=False)        # no gradients ever; FSDP may shard it
         # fused: one kernel per update, and it skips a flagged (non-finite) update on the device
-        adam = dict(betas=tuple(cfg.betas), weight_decay=cfg.weight_decay, fused=True)
-        self.opt_generator = torch.optim.Adam(self._trainable(self.generator), lr=cfg.lr_generator, **adam)
-        self.opt_aux = torch.optim.Adam(self._trainable(self.aux), lr=cfg.lr_aux, **adam)
+        self.stages = training_stages(cfg.student_steps)   # (k, j) per micro-batch, in turn
+        # one CUDA graph replays the whole step: one launch instead of a thousand kernels from Python
+        # (a small model's step is launch-bound). Needs one process and the same stages every step.
+        self.graphed = (cuda_graph and self.device.type == "cuda" and parallel.world == 1
+                        and len(set(self.stages)) == 1)
+        # capturable: the update reads its step count and learning rate from the device
+        adam = dict(betas=tuple(cfg.betas), weight_decay=cfg.weight_decay, fused=True, capturable=self.graphed)
+        lr = (lambda v: torch.tensor(float(v), device=self.device)) if self.graphed else float
+        self.opt_generator = torch.optim.Adam(self._trainable(self.generator), lr=lr(cfg.lr_generator), **adam)
+        self.opt_aux = torch.optim.Adam(self._trainable(self.aux), lr=lr(cfg.lr_aux), **adam)
         self.ema = EMA(self.generator, cfg.ema) if cfg.ema > 0 else None
         self.seed = seed
         self.rng = torch.Generator(self.device).manual_seed(seed)   # x_init, conditions, masks: the same on every rank
@@ -178,10 +190,10 @@ class DiMOEngine:
         if cfg.train_mode:
             torch.manual_seed(seed + parallel.rank)   # dropout reads torch's global stream: distinct per rank
         self.dtype = autocast_dtype(dtype, self.device)
-        self.autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if self.dtype == "bfloat16"
-                         else nullcontext())
+        # a captured graph must not keep autocast's cast cache across replays
+        self.autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16, cache_enabled=not self.graphed)
+                         if self.dtype == "bfloat16" else nullcontext())
         self.step = 0
-        self.stages = training_stages(cfg.student_steps)   # (k, j) per micro-batch, in turn
         self.r_init = schedule_r_init(init_strategy) if cfg.student_steps != [1] else None
         self._draws = 0  # categorical draws made in this step: part of each draw's counter key
         zero = torch.zeros((), device=self.device)
@@ -191,13 +203,42 @@ class DiMOEngine:
         self._first_bad = zero.new_full((3,), -1.0, dtype=torch.float64)  # (step, what, value) since the last check
         self._last_skipped = zero.bool()      # whether the last step was skipped (device)
         self.last_skip = ""   # why the first batch skipped since the last check was (distill.nonfinite=skip)
+        # what a step takes from the host, in device buffers refilled before each step (in place,
+        # so that a captured graph reads this step's values): the step, the EMA weight, the keys
+        # of the step's categorical draws
+        self._step_value = zero.double()
+        self._ema_weight = zero.clone()
+        self._max_draws = cfg.grad_accum * (1 + cfg.aux_updates) * max(k for k, _ in self.stages)
+        self._keys = torch.zeros((self._max_draws, 4), dtype=torch.long, device=self.device)
+        self._warmup_steps = 3        # eager steps before the capture
+        self._graph = None            # the captured step (CUDA), its logs
+        self._graph_logs: dict[str, Tensor] = {}
+        self.graph_note = ""          # why the step runs eagerly on CUDA, if it does
 
     # ---- Algorithm 1 -------------------------------------------------------------------------
     def train_step(self) -> dict[str, Tensor]:
         """One iteration; the logs are device scalars (``read_logs`` turns them into numbers)."""
+        self._load_step_inputs()
+        if self._graph is not None:
+            self._graph.replay()
+            logs = self._graph_logs
+        elif self.graphed and not self._warmup_steps:
+            logs = self._capture()
+        elif self.graphed:   # eager steps on a side stream before capture (optimiser state, workspaces)
+            self._warmup_steps -= 1
+            side = torch.cuda.Stream(self.device)
+            side.wait_stream(torch.cuda.current_stream(self.device))
+            with torch.cuda.stream(side):
+                logs = self._iteration()
+            torch.cuda.current_stream(self.device).wait_stream(side)
+        else:
+            logs = self._iteration()
+        self.step += 1
+        return logs
+
+    def _iteration(self) -> dict[str, Tensor]:
         cfg = self.cfg
         micro = cfg.batch_size // cfg.grad_accum
-        self._set_learning_rates()
         self._draws = 0
         zero = torch.zeros((), device=self.device)
         logs, drawn = {"div": zero, "gen_loss": zero, "aux_loss": zero}, []
@@ -223,7 +264,7 @@ class DiMOEngine:
             self._clip(self.generator, cfg.grad_clip, logs, "gen_grad_norm"), 2, bad))
         self._update(self.opt_generator, skip_generator)
         if self.ema is not None:
-            self.ema.update(self.generator, self.step, keep=(~skip_generator).float())
+            self.ema.update(self.generator, self.step, keep=(~skip_generator).float(), weight=self._ema_weight)
         for k in range(cfg.aux_updates):                                 # 7. aux update (eq. 3)
             for j in self.parallel.micro_batches(cfg.grad_accum, self.aux):
                 x_theta, cond = drawn[j] if (cfg.aux_samples == "reuse" and k == 0) else \
@@ -237,7 +278,43 @@ class DiMOEngine:
             bad = self._note_nonfinite(self._clip(self.aux, cfg.aux_grad_clip), 4, bad)
             self._update(self.opt_aux, self._every_rank_skips(bad))
         self._count_skip(self._every_rank_skips(bad), bad)
-        self.step += 1
+        return logs
+
+    # ---- one CUDA graph per step -----------------------------------------------------------------
+    def _load_step_inputs(self) -> None:
+        """The step's host-side values into their device buffers, in place, without a host sync."""
+        keys = torch.tensor([key_lanes(stream_key(self.seed, self.step, d)) for d in range(self._max_draws)])
+        if self.device.type == "cuda":
+            keys = keys.pin_memory()   # an asynchronous copy: the host does not wait for the device
+        self._keys.copy_(keys, non_blocking=True)
+        self._step_value.fill_(self.step)
+        if self.ema is not None:
+            self._ema_weight.fill_(self.ema.weight(self.step))
+        self._set_learning_rates()
+
+    def _capture(self) -> dict[str, Tensor]:
+        """Capture one iteration as a CUDA graph and replay it for this step; where capture fails
+        (a plug-in that reads a value back, an unsupported op), say why and keep running eagerly."""
+        graph = torch.cuda.CUDAGraph()
+        for generator in (self.rng, self.noise_rng):   # their draws advance at every replay
+            graph.register_generator_state(generator)
+        saved = (self.rng.get_state(), self.noise_rng.get_state())
+        self.opt_generator.zero_grad(set_to_none=True)
+        self.opt_aux.zero_grad(set_to_none=True)
+        try:
+            with torch.cuda.graph(graph):
+                logs = self._iteration()
+        except Exception as e:   # noqa: BLE001 - any capture failure falls back to the eager step
+            self.graphed = False
+            self.graph_note = f"CUDA graph capture failed ({type(e).__name__}: {str(e).splitlines()[0][:200]}); eager steps"
+            torch.cuda.synchronize(self.device)
+            self.rng.set_state(saved[0])
+            self.noise_rng.set_state(saved[1])
+            self.opt_generator.zero_grad(set_to_none=True)
+            self.opt_aux.zero_grad(set_to_none=True)
+            return self._iteration()
+        self._graph, self._graph_logs = graph, logs
+        graph.replay()
         return logs
 
     # ---- the pieces ----------------------------------------------------------------------------
@@ -274,7 +351,7 @@ class DiMOEngine:
         (seed, step, draw of the step) and counted by (global row, position): a row's draw does not
         depend on how rows are split over processes, and resuming at a step resumes the stream."""
         n, length = logits.shape[:2]
-        key = stream_key(self.seed, self.step, self._draws)
+        key = self._keys[self._draws]   # key_lanes(stream_key(seed, step, draw)), loaded before the step
         self._draws += 1
         u = row_uniforms(key, self.parallel.rows(n).start, n, length, n * self.parallel.world, logits.device)
         return sample_categorical_from_uniforms(logits, u, self.cfg.temperature)
@@ -320,7 +397,12 @@ class DiMOEngine:
         factor = lr_factor(self.step, cfg.warmup_steps, cfg.steps, cfg.min_lr_ratio)
         for opt, lr in ((self.opt_generator, cfg.lr_generator), (self.opt_aux, cfg.lr_aux)):
             for group in opt.param_groups:
-                group["lr"] = lr * factor
+                if self.graphed and torch.is_tensor(group["lr"]):
+                    group["lr"].fill_(lr * factor)   # in place: the captured update reads it
+                elif self.graphed:                    # a float from a checkpoint's JSON
+                    group["lr"] = torch.tensor(lr * factor, device=self.device)
+                else:
+                    group["lr"] = lr * factor
 
     def _backward(self, loss: Tensor, mean_over: Tensor | None = None) -> None:
         """``mean_over``: the positions ``loss`` averages; across processes the loss is reweighted so
@@ -341,8 +423,8 @@ class DiMOEngine:
         value = value.detach().double()
         now = ~torch.isfinite(value)
         first = now & ~bad & (self._first_bad[0] < 0)
-        record = torch.stack([torch.full_like(value, self.step), torch.full_like(value, what), value])
-        self._first_bad = torch.where(first, record, self._first_bad)
+        record = torch.stack([self._step_value, torch.full_like(value, what), value])
+        self._first_bad.copy_(torch.where(first, record, self._first_bad))
         return bad | now
 
     def _every_rank_skips(self, bad: Tensor) -> Tensor:
@@ -357,11 +439,11 @@ class DiMOEngine:
 
     def _count_skip(self, skip: Tensor, bad_here: Tensor) -> None:
         first = skip & ~bad_here & (self._first_bad[0] < 0)   # skipped for another process's value
-        record = torch.stack([torch.full_like(self._first_bad[0], self.step),
-                              torch.full_like(self._first_bad[0], ANOTHER_PROCESS), torch.zeros_like(self._first_bad[0])])
-        self._first_bad = torch.where(first, record, self._first_bad)
-        self._skipped = self._skipped + skip.long()
-        self._last_skipped = skip
+        record = torch.stack([self._step_value, torch.full_like(self._first_bad[0], ANOTHER_PROCESS),
+                              torch.zeros_like(self._first_bad[0])])
+        self._first_bad.copy_(torch.where(first, record, self._first_bad))
+        self._skipped.add_(skip.long())
+        self._last_skipped.copy_(skip)
 
     # ---- host reads: logging steps and checkpoints only --------------------------------------------
     @property
@@ -386,7 +468,7 @@ class DiMOEngine:
         step, what, value = self._first_bad.tolist()
         which = NONFINITE_WHAT.get(int(what))
         reason = f"{which} is {value}" if which else "a value is non-finite on another process"
-        self._first_bad = torch.full_like(self._first_bad, -1.0)
+        self._first_bad.fill_(-1.0)
         self._reported = skipped
         self.nonfinite_step = int(step)
         if self.cfg.nonfinite != "skip":
@@ -488,6 +570,6 @@ class DiMOEngine:
         else:
             self.noise_rng.manual_seed(stream_key(self.seed, rank, 0x4E01, meta["step"]))
         self.step = meta["step"]
-        self._skipped = torch.full_like(self._skipped, meta["skipped"])
+        self._skipped.fill_(meta["skipped"])
         self._reported = meta["skipped"]
 
