@@ -113,7 +113,8 @@ def test_cli_k_step_student_reports_a_row_at_every_trained_k(tmp_path):
     assert [(r["sampler"], r["steps"]) for r in rows] == [("teacher", 2), ("student", 1), ("student", 2)]
     assert "| student | 2 |" in (tmp_path / "report.md").read_text()
     dimo("sample", *tiny, "sample.n=3")   # the largest trained k unless sample.student_steps says
-    with safe_open(str(tmp_path / "samples.safetensors"), "pt") as f:
+    [drawn] = tmp_path.glob("sample-*.safetensors")   # dimo sample names its files by time
+    with safe_open(str(drawn), "pt") as f:
         assert json.loads(f.metadata()["labels"]) == ["student 2 steps"]
 
 
