@@ -87,3 +87,29 @@ def test_llada_adapter_format_needs_a_lora_run(tmp_path):
     distill(context(*run), progress=False)
     with pytest.raises(ConfigError, match="lora_rank"):
         export(context(*run, "export.format=adapter"))
+
+
+def test_a_remote_code_teacher_exports_with_its_model_code(tmp_path):
+    import sys
+    from pathlib import Path
+
+    from dimo_llada.hf_loading import load_masked_lm
+    sys.path.insert(0, str(Path(__file__).parent))
+    from remote_code_folders import reference_model, write_remote_code_folder
+    teacher = write_remote_code_folder(tmp_path / "teacher", "llada")
+    run = llada_run(tmp_path, f"teacher.path={teacher}", "teacher.trust_remote_code=true", "distill.frozen=[]")
+    ctx, student = distilled(*run)
+    export(ctx)
+    folder = tmp_path / "export"
+    code = sorted(p.name for p in teacher.glob("*.py"))
+    assert code and all((folder / name).is_file() for name in code)
+    # read as the teacher was (its 4.x-era file under the installed transformers), and by the folder's own
+    # classes given the exported weights strictly
+    loaded = load_masked_lm(folder, trust_remote_code=True).eval()
+    own = reference_model(folder, "llada").eval()
+    prompt, response = prompt_and_response(student)
+    ids = torch.cat([prompt, response], 1)
+    with torch.no_grad():
+        expected = student(response, prompt)
+        assert torch.equal(loaded(input_ids=ids).logits[:, 5:], expected)
+        assert torch.equal(own(input_ids=ids).logits[:, 5:], expected)
