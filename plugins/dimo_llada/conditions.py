@@ -15,7 +15,7 @@ from torch import Tensor
 from dimo_core.errors import ConfigError
 
 from .corpus import canonical_split, load_records
-from .data import BuiltinText, draw_indices, full_prompt
+from .data import BuiltinText, draw_indices, full_prompt, on_device
 
 
 class PromptConditions:
@@ -28,6 +28,7 @@ class PromptConditions:
         self.tokenizer, self.mask_id, self.prompt_len, self.device = tokenizer, mask_id, prompt_len, device
         self.text = text
         self.splits: dict[str, Tensor] = {}
+        self._copies: dict = {}   # the split tables on the device that draws from them
         if path is not None:
             self._load_files(path, eval_path, column, eval_fraction)
 
@@ -72,9 +73,10 @@ class PromptConditions:
         if not self.splits:
             return full_prompt(self.text.stream(split).windows(n, self.prompt_len, generator).to(device))
         split = canonical_split(split)
-        table = self.splits["train" if split == "train" else "eval"]
+        name = "train" if split == "train" else "eval"
+        table = self.splits[name]
         rows = draw_indices(len(table["input_ids"]), n, generator)
-        return {k: v[rows].to(device) for k, v in table.items()}
+        return {k: on_device(self._copies, (name, k), v, rows.device)[rows].to(device) for k, v in table.items()}
 
     def null(self, cond: dict[str, Tensor]) -> dict[str, Tensor]:
         ids = cond["input_ids"].masked_fill(cond["attention_mask"].bool(), self.mask_id)

@@ -10,7 +10,17 @@ from .corpus import builtin_documents, canonical_split, load_records, split_of
 
 
 def draw_indices(high: int, n: int, generator: torch.Generator) -> Tensor:
-    return torch.randint(high, (n,), generator=generator, device=generator.device).cpu()
+    """On the generator's device: a training step reads nothing back to the host."""
+    return torch.randint(high, (n,), generator=generator, device=generator.device)
+
+
+def on_device(cache: dict, key, tensor: Tensor, device: torch.device) -> Tensor:
+    """``tensor`` on ``device``, copied there once (a token table read every step)."""
+    if tensor.device == device:
+        return tensor
+    if (key, device) not in cache:
+        cache[key, device] = tensor.to(device)
+    return cache[key, device]
 
 
 class TokenStream:
@@ -24,12 +34,14 @@ class TokenStream:
         eos = [eos_id] if eos_id is not None else []
         encoded = tokenizer.hf(documents, add_special_tokens=False)["input_ids"]
         self.ids = torch.tensor([t for doc in encoded for t in bos + doc + eos], dtype=torch.long)
+        self._copies: dict = {}
 
     def windows(self, n: int, length: int, generator: torch.Generator) -> Tensor:
         if len(self.ids) < length:
             raise ConfigError(f"the text has {len(self.ids)} tokens, fewer than one window of {length}")
         starts = draw_indices(len(self.ids) - length + 1, n, generator)
-        return self.ids[starts[:, None] + torch.arange(length)]
+        ids = on_device(self._copies, "ids", self.ids, starts.device)
+        return ids[starts[:, None] + torch.arange(length, device=starts.device)]
 
 
 def full_prompt(ids: Tensor) -> dict[str, Tensor]:
