@@ -1,3 +1,4 @@
+import math
 import pytest
 import torch
 
@@ -160,3 +161,31 @@ def test_student_draws_follow_their_generator_not_the_global_rng():
     assert not torch.equal(noiseless, first)  # the noise does reach the samples, so the check above means something
 
 
+
+
+def meissonic_masked_counts(seq_len: int, steps: int, dtype=torch.float32) -> list[int]:
+    """Meissonic's scheduler (src/scheduler.py step), transcribed: after step i of N, keep
+    floor(seq_len * cos(pi/2 * (i + 1) / N)) masked (float32 in the release), at most one fewer
+    than are masked and at least one, none after the last step."""
+    counts, unknown = [], seq_len
+    for i in range(steps - 1):
+        ratio = torch.tensor([(i + 1) / steps], dtype=dtype)
+        mask_len = torch.floor(seq_len * torch.cos(ratio * math.pi / 2))
+        unknown = int(torch.clamp(torch.minimum(torch.tensor([unknown - 1.0]), mask_len), min=1))
+        counts.append(unknown)
+    return counts + [0]
+
+
+@pytest.mark.parametrize("seq_len,steps", [(4096, 48), (1024, 48), (256, 16), (64, 12), (16, 16)])
+def test_cosine_masked_counts_are_meissonic_scheduler_s(seq_len, steps):
+    still = torch.ones(1, seq_len, dtype=torch.bool)
+    counts = []
+    for s in range(steps):
+        keep = int(masked_after_step("cosine", s, steps, torch.tensor([seq_len]), still)[0])
+        counts.append(keep)
+        still = torch.arange(seq_len)[None] < keep
+    assert counts == meissonic_masked_counts(seq_len, steps, torch.float64)
+    # the release's float32 cosine lands just below an integer where cos is exactly k / seq_len
+    # (cos(pi/3) = 0.49999997): one token more stays masked there, at those steps only
+    release = meissonic_masked_counts(seq_len, steps)
+    assert all(0 <= a - b <= 1 for a, b in zip(counts, release))

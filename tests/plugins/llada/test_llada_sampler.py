@@ -119,3 +119,24 @@ def test_gumbel_candidates_follow_softmax_at_temperature_one_and_argmax_at_zero(
     assert torch.allclose(freq, probs, atol=0.03)
     greedy = run(LLaDASampler(temperature=0.0), model, torch.full((50, 1), MASK), steps=1)
     assert (greedy == 0).all()
+
+
+def release_transfer_counts(masked: int, steps: int) -> list[int]:
+    """LLaDA generate.py's get_num_transfer_tokens, transcribed: masked // steps per step, the
+    remainder to the first steps."""
+    base, remainder = divmod(masked, steps)
+    return [base + (i < remainder) for i in range(steps)]
+
+
+@pytest.mark.parametrize("gen_length,block_length,steps", [(12, 4, 6), (12, 12, 5), (10, 5, 4), (16, 8, 6), (4, 4, 6)])
+def test_tokens_committed_per_step_are_generate_py_s(gen_length, block_length, steps):
+    """generate.py: steps // num_blocks steps per block, each block's masked count spread by
+    get_num_transfer_tokens (the divisible cases generate.py accepts)."""
+    model = Recorder()
+    out = run(LLaDASampler(block_length=block_length, temperature=0.0), model, torch.full((1, gen_length), MASK),
+              steps=steps)
+    states = model.inputs + [out]
+    committed = [int((a == MASK).sum() - (b == MASK).sum()) for a, b in zip(states, states[1:])]
+    blocks = gen_length // block_length
+    expected = [n for _ in range(blocks) for n in release_transfer_counts(block_length, steps // blocks)]
+    assert committed == [n for n in expected if n]    # a step committing nothing runs no forward pass
