@@ -6,6 +6,8 @@ Read from each family's own release (docs/text-families.md):
 - Dream (an autoregressively initialised model): the logits at position i are for token i + 1;
   its own code aligns them with ``cat([logits[:, :1], logits[:, :-1]], 1)``. Padding goes in as a
   boolean (B, 1, T, T) mask of real-token pairs with ``position_ids`` counting real tokens only.
+- MDLM: its backbone takes the noise level as a second input (``timesteps``); MDLM feeds zeros
+  when the model is not time-conditioned, as the published OpenWebText model is.
 - DUO (uniform-state diffusion): there is no mask state to start from or to query, which Di[M]O
   needs; refused.
 """
@@ -26,6 +28,7 @@ class Family:
     name: str
     logit_shift: bool = False        # logits at position i predict token i + 1 (Dream)
     pairwise_padding: bool = False   # padding as (B, 1, T, T) pairs + position_ids (Dream)
+    noise_level_argument: str | None = None   # MDLM: forward(input_ids, timesteps), zeros when not time-conditioned
 
     def padding_inputs(self, attention_mask: Tensor) -> dict[str, Tensor]:
         """Model keyword arguments for a 2-D attention mask (B, T) of left-padded rows."""
@@ -40,7 +43,7 @@ class Family:
         return cat([logits[:, :1], logits[:, :-1]], 1) if self.logit_shift else logits
 
 
-FAMILIES = {"llada": Family("llada"), "mdlm": Family("mdlm"), "bert": Family("bert"),
+FAMILIES = {"llada": Family("llada"), "mdlm": Family("mdlm", noise_level_argument="timesteps"), "bert": Family("bert"),
             "dream": Family("dream", logit_shift=True, pairwise_padding=True)}
 
 

@@ -112,6 +112,8 @@ class HFMaskedLMTeacher(nn.Module):
 
     def _logits(self, ids: Tensor, attention_mask: Tensor | None) -> Tensor:
         kwargs = self.family.padding_inputs(attention_mask) if attention_mask is not None else {}
+        if self.family.noise_level_argument:   # MDLM: sigma = 0, as its release for untimed models
+            kwargs[self.family.noise_level_argument] = torch.zeros(ids.shape[0], device=ids.device)
         out = self.model(input_ids=ids, **kwargs)
         logits = getattr(out, "logits", None)
         if logits is None:

@@ -20,6 +20,8 @@ STYLES = {
               "tiny_llada_style", ("AutoModel", "AutoModelForCausalLM")),
     "dream": ("configuration_tiny_dream.TinyDreamConfig", "modeling_tiny_dream.TinyDreamModel",
               "Dream", ("AutoModel",)),
+    "mdlm": ("configuration_tiny_mdlm.TinyMDLMConfig", "modeling_tiny_mdlm.TinyMDLM", "mdlm",
+             ("AutoModelForMaskedLM",)),
 }
 
 

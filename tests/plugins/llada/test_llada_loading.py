@@ -154,3 +154,25 @@ def test_dimo_run_on_a_published_layout_remote_code_folder(llada_style, tmp_path
         env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (out / "student.safetensors").exists()
+
+
+@pytest.fixture(scope="module")
+def mdlm_style(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("mdlm_style") / "model"
+    return write_remote_code_folder(folder, "mdlm", vocab_size=301, mask_token_id=None)   # mask = tokenizer size
+
+
+def test_mdlm_style_gets_its_noise_level_and_an_explicit_mask_id(mdlm_style):
+    teacher = load_teacher(str(mdlm_style), seq_len=6, trust_remote_code=True, mask_id=300,
+                           embedding_module="backbone.vocab_embed").eval()
+    reference = reference_model(mdlm_style, "mdlm")
+    assert teacher.family.name == "mdlm" and teacher.mask_id == 300 and teacher.vocab_size == 301
+    prompt, response = torch.randint(4, 200, (2, 5)), torch.randint(4, 200, (2, 6))
+    with torch.no_grad():
+        expected = reference(torch.cat([prompt, response], 1), torch.zeros(2))[:, 5:]   # MDLM: sigma 0
+        assert torch.equal(teacher(response, prompt), expected)
+        noisy = teacher(response, prompt, embedding_noise=0.5, generator=torch.Generator().manual_seed(0))
+        assert noisy.shape == expected.shape and not torch.equal(noisy, expected)
+    padded = {"input_ids": prompt, "attention_mask": torch.tensor([[0, 1, 1, 1, 1]] * 2)}
+    with pytest.raises(ConfigError, match="attention_mask"):
+        teacher(response, padded)
