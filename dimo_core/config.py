@@ -160,7 +160,7 @@ class PerformanceConfig(Strict):
     activation_checkpointing: bool = False  # recompute blocks in backward (generator, aux): less memory, ~1.3x compute
     compile: bool = False                # torch.compile the three models (first steps slower)
     compile_backend: str = "inductor"    # torch.compile backend (inductor | aot_eager | eager)
-    cuda_graph: bool = True              # on one GPU, replay each training step as one captured CUDA graph (eager if capture fails)
+    cuda_graph: bool = False             # one GPU: replay each training step as one captured CUDA graph (eager if capture fails); not yet measured on a GPU
     attention: Literal["sdpa", "xformers"] = "sdpa"  # dimo_core.attention backend; xformers only on CUDA where installed
     memory_check: bool = True            # print a memory estimate; refuse to start if it exceeds free memory
 
