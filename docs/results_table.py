@@ -16,6 +16,7 @@ naming the commit the reports were measured at (`--commit`, default: HEAD). Pros
 from __future__ import annotations
 
 import argparse
+import math
 import json
 import re
 import subprocess
@@ -26,7 +27,12 @@ ROOT = Path(__file__).parents[1]
 
 def sig3(x: float) -> str:
     """Three significant digits, never in exponent form (gen-PPL 6091, FD 2.42, s/sample 0.00102)."""
-    return f"{x:.0f}" if abs(x) >= 100 else f"{x:.3g}"
+    if abs(x) >= 100:
+        return f"{x:.0f}"
+    text = f"{x:.3g}"
+    if "e" not in text:
+        return text
+    return f"{x:.{2 - math.floor(math.log10(abs(x)))}f}".rstrip("0")   # 0.000059, not 5.9e-05
 
 
 def fixed(digits: int):
