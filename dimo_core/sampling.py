@@ -21,7 +21,8 @@ def suppress_mask_column(logits: Tensor, mask_id: int) -> Tensor:
     """Make the mask id impossible to sample where it is a logit column (the release's bug)."""
     if mask_id >= logits.shape[-1]:
         return logits
-    return logits.index_fill(-1, torch.tensor([mask_id], device=logits.device), torch.finfo(logits.dtype).min)
+    index = torch.full((1,), mask_id, device=logits.device)   # made on the device: no copy from the host
+    return logits.index_fill(-1, index, torch.finfo(logits.dtype).min)
 
 
 def unguided_weight(form: GuidanceForm) -> float:
