@@ -1,7 +1,12 @@
 """Contract tests for plugin authors, and a tiny dummy teacher to run them on.
 
-Subclass ``TeacherContract`` in your plugin's tests and provide ``make_teacher`` (a tiny teacher) and,
-for conditional teachers, ``make_conditions``; pytest then runs every ``test_*`` method below.
+``PluginContract``: subclass it once in your plug-in's tests (``tests/plugins/<name>/``), give the
+plug-in's name, its hook module, what it registers and the overrides that make it tiny; pytest then
+checks the registered names, validates every preset, runs ``TeacherContract`` on the registered
+teacher at that size, and runs train-teacher -> run -> eval through the core.
+
+``TeacherContract``: what the engine assumes of a Teacher; subclass it directly for a hand-built
+teacher (``make_teacher``, and ``make_conditions`` for a conditional one).
 """
 from __future__ import annotations
 
@@ -120,3 +125,81 @@ class TeacherContract:
         assert all(torch.equal(before[k], v) for k, v in teacher.state_dict().items())
         moved = [k for k, v in engine.generator.state_dict().items() if not torch.equal(before[k], v)]
         assert moved, "the generator did not change after one step"
+
+
+class PluginContract(TeacherContract):
+    """What every plug-in promises, checked through the core as a user runs it.
+
+    Set ``name`` (as in ``plugins=NAME``), ``module`` (the module of hook implementations),
+    ``registers`` ({kind: [names]}) and ``tiny`` (overrides for a seconds-sized teacher and run);
+    override ``end_to_end_overrides(tmp_path)`` for data or metrics of its own (a fake dataset root,
+    a small reference model) and ``check_report(report, out_dir)`` for what the report must hold."""
+
+    name: str
+    module = None
+    registers: dict[str, list[str]] = {}
+    tiny: list[str] = []
+
+    def registry(self):
+        from .registry import registry_with
+        return registry_with(self.name, self.module)
+
+    def context(self, overrides: list[str]):
+        from .config import load_config
+        from .context import Context
+        registry = self.registry()
+        return Context(load_config([f"plugins={self.name}", *overrides], registry), registry)
+
+    def make_teacher(self) -> nn.Module:
+        """The registered teacher at the tiny size, freshly initialised; every weight is then nudged,
+        since zero-initialised layers (AdaLN-zero modulation, say) would hide the condition."""
+        torch.manual_seed(0)
+        teacher = self.context([*self.tiny, "teacher.path=null"]).teacher
+        with torch.no_grad():
+            for p in teacher.parameters():
+                p.add_(0.05 * torch.randn_like(p))
+        return teacher
+
+    def make_conditions(self):
+        ctx = self.context([*self.tiny, "teacher.path=null"])
+        return ctx.conditions if ctx.config.conditions.name is not None else None
+
+    def end_to_end_overrides(self, tmp_path) -> list[str]:
+        return []
+
+    def check_report(self, report: dict, out_dir) -> None:
+        """Extra checks of a plug-in on the tiny run's report (its metric names, its writer's files)."""
+
+    def test_registers_its_names(self):
+        info = {p.name: p for p in self.registry().plugins()}[self.name]
+        for kind, names in self.registers.items():
+            assert sorted(names) == info.registers.get(kind, []), kind
+
+    def test_every_preset_validates(self):
+        from .config import RunConfig, load_config
+        registry = self.registry()
+        for preset in self.registers.get("presets", []):
+            # values a user must give (REQUIRED) stay "???": here only the rest is checked
+            config = load_config([f"preset={preset}"], registry, unused=tuple(RunConfig.model_fields))
+            assert config.teacher.name in registry.names("teachers"), preset
+
+    def test_tiny_train_teacher_run_and_eval(self, tmp_path):
+        import math
+
+        from .distill import distill
+        from .evaluate import evaluate
+        from .train_teacher import train_teacher
+        common = [*self.tiny, f"out_dir={tmp_path / 'run'}", *self.end_to_end_overrides(tmp_path)]
+        teacher = train_teacher(self.context([*common, "teacher.path=null", "train_teacher.steps=2",
+                                              "train_teacher.batch_size=4", "train_teacher.warmup_steps=1"]),
+                                progress=False)
+        ctx = self.context([*common, f"teacher.path={teacher}", "distill.steps=2", "distill.batch_size=4",
+                            "distill.warmup_steps=1", "distill.ckpt_every=2", "eval.samples=8", "eval.batch_size=4",
+                            "eval.teacher_steps=[1,2]", "eval.student_steps=[1]", "eval.grid=2"])
+        assert distill(ctx, progress=False).is_file()
+        report = evaluate(ctx, progress=False)
+        assert [(r["sampler"], r["steps"]) for r in report["rows"]] == [("teacher", 1), ("teacher", 2), ("student", 1)]
+        for row in report["rows"]:
+            assert row["metrics"] and all(isinstance(v, float) and not math.isinf(v) for v in row["metrics"].values())
+        assert (tmp_path / "run" / "report.md").is_file()
+        self.check_report(report, tmp_path / "run")

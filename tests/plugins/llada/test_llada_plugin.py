@@ -1,5 +1,5 @@
-"""The llada plugin through the core: registered names, presets, bundled assets, and a tiny
-train-teacher -> run -> eval round trip on the core's own commands."""
+"""The llada plug-in through the core (PluginContract: names, presets, teacher, a tiny train-teacher ->
+run -> eval), its presets' values, and the bundled assets."""
 import json
 
 import pytest
@@ -9,6 +9,7 @@ from dimo_core.config import load_config
 from dimo_core.context import Context
 from dimo_core.errors import ConfigError
 from dimo_core.registry import registry_with
+from dimo_core.testing import PluginContract
 from dimo_llada.teacher import ASSETS
 from dimo_llada import plugin
 
@@ -20,13 +21,24 @@ def registry():
     return registry_with("llada", plugin)
 
 
-def test_every_component_is_registered_by_the_llada_plugin(registry):
-    expected = {"teachers": ["hf_mdm"], "tokenizers": ["hf"], "conditions": ["prompts"], "datasets": ["text_pairs"],
-                "samplers": ["llada"], "metrics": ["text_quality"], "writers": ["text_examples"],
-                "exporters": ["adapter", "hf"],
-                "presets": ["llada", "llada_8b"]}
-    info = next(p for p in registry.plugins() if p.name == "llada")
-    assert info.registers == expected
+class TestLLaDAPlugin(PluginContract):
+    name = "llada"
+    module = plugin
+    registers = {"teachers": ["hf_mdm"], "tokenizers": ["hf"], "conditions": ["prompts"], "datasets": ["text_pairs"],
+                 "samplers": ["llada"], "metrics": ["text_quality"], "writers": ["text_examples"],
+                 "exporters": ["adapter", "hf"], "presets": ["llada", "llada_8b"]}
+    tiny = ["conditions.sources=[pydoc]", "dataset.sources=[pydoc]", "teacher.hidden_size=16", "teacher.num_layers=1",
+            "teacher.num_heads=2", "teacher.intermediate_size=32"]
+
+    def end_to_end_overrides(self, tmp_path):
+        from dimo_llada.testing import tiny_llada_folder
+        scorer = tiny_llada_folder(tmp_path / "scorer", causal=True)   # another vocabulary: scored through text
+        return ["distill.guidance=2.0", f"eval.metrics=[{{name: text_quality, reference: {scorer}}}]"]
+
+    def check_report(self, report, out_dir):
+        assert all({"gen_ppl", "entropy", "distinct_2"} <= set(r["metrics"]) for r in report["rows"])
+        examples = (out_dir / "text_examples.md").read_text()
+        assert examples.count("## Example") == 2 and "student: " in examples and "teacher 2 steps: " in examples
 
 
 def test_the_presets_validate_against_the_core_config(registry):
@@ -53,29 +65,3 @@ def test_bundled_teacher_loads_from_its_folder_and_predicts_held_out_text(regist
     nll = torch.nn.functional.cross_entropy(logits[masked], tokens[masked])
     # uniform guessing: ln 2048 = 7.62; the train text's unigram entropy: 6.56; the teacher uses context (~4.8)
     assert nll < 5.5
-
-
-def test_tiny_train_teacher_run_and_eval_through_the_core(registry, tmp_path):
-    from dimo_core.evaluate import evaluate
-    from dimo_core.distill import distill
-    from dimo_core.train_teacher import train_teacher
-    from dimo_llada.testing import tiny_llada_folder
-    scorer = tiny_llada_folder(tmp_path / "scorer", causal=True)   # another vocabulary: scored through text
-    tiny = ["plugins=llada", f"out_dir={tmp_path}", "resume=false", "conditions.sources=[pydoc]",
-            "dataset.sources=[pydoc]", "teacher.hidden_size=16", "teacher.num_layers=1", "teacher.num_heads=2",
-            "teacher.intermediate_size=32", "train_teacher.steps=2", "train_teacher.batch_size=4",
-            "train_teacher.warmup_steps=1"]
-    ctx = Context(load_config(tiny, registry), registry)
-    trained = train_teacher(ctx, progress=False)
-
-    as_teacher = tiny + [f"teacher.path={trained}", "distill.steps=2", "distill.batch_size=4",
-                         "distill.warmup_steps=1", "distill.ckpt_every=2", "distill.guidance=2.0",
-                         "eval.samples=6", "eval.batch_size=3", "eval.teacher_steps=[1,2]", "eval.grid=2",
-                         f"eval.metrics=[{{name: text_quality, reference: {scorer}}}]"]
-    ctx = Context(load_config(as_teacher, registry), registry)
-    distill(ctx, progress=False)
-    report = evaluate(ctx, progress=False)
-    assert [(r["sampler"], r["steps"]) for r in report["rows"]] == [("teacher", 1), ("teacher", 2), ("student", 1)]
-    assert all({"gen_ppl", "entropy", "distinct_2"} <= set(r["metrics"]) for r in report["rows"])
-    examples = (tmp_path / "text_examples.md").read_text()
-    assert examples.count("## Example") == 2 and "student: " in examples and "teacher 2 steps: " in examples

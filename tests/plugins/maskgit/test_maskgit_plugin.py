@@ -1,4 +1,4 @@
-"""The maskgit plugin's own parts: class-label conditions, registered names, presets, the Inception path."""
+"""The maskgit plug-in through the core (PluginContract), its presets, and the Inception path."""
 import sys
 import types
 
@@ -9,13 +9,39 @@ import torch
 from dimo_core.config import load_config
 from dimo_core.errors import ConfigError
 from dimo_fmnist.classifier import mean_and_cov
-from dimo_fmnist.fashion_mnist import CLASS_NAMES, default_root
+from dimo_fmnist.fashion_mnist import CLASS_NAMES, default_root, write_split
 from dimo_fmnist.metrics import ImageQuality
 from dimo_fmnist.patch_vq import PatchVQTokenizer
 from dimo_core.conditions import ClassLabels
 from dimo_core.registry import registry_with
+from dimo_core.testing import PluginContract
 from dimo_maskgit.metrics import InceptionQuality
 from dimo_maskgit import plugin
+
+
+class TestMaskGitPlugin(PluginContract):
+    name = "maskgit"
+    module = plugin
+    registers = {"teachers": ["maskgit"], "tokenizers": ["fmnist_patch_vq", "vqgan"], "conditions": ["class_labels"],
+                 "datasets": ["fashion_mnist"], "metrics": ["image_quality"], "writers": ["image_grid"],
+                 "presets": ["maskgit", "maskgit_imagenet256"]}
+    tiny = ["teacher.hidden=16", "teacher.depth=1", "teacher.heads=2", "teacher.mlp=32"]
+
+    def end_to_end_overrides(self, tmp_path):
+        """Fake Fashion-MNIST in the Debian layout; real features from its test split (test speed)."""
+        g = torch.Generator().manual_seed(0)
+        data = tmp_path / "fmnist"
+        for split, n in (("train", 64), ("test", 32)):
+            write_split(data, split, torch.randint(0, 256, (n, 28, 28), generator=g).numpy(),
+                        (torch.arange(n) % 10).numpy())
+        return [f"dataset.root={data}", f"eval.metrics=[{{name: image_quality, root: {data}}}]"]
+
+    def check_report(self, report, out_dir):
+        for row in report["rows"]:
+            metrics = row["metrics"]
+            assert {"fd_fmnist_cnn", "is_fmnist_cnn", "class_accuracy"} <= set(metrics)
+            assert metrics["fd_fmnist_cnn"] >= 0 and 1 <= metrics["is_fmnist_cnn"] <= 10
+        assert (out_dir / "samples.png").is_file()
 
 
 def test_class_labels():

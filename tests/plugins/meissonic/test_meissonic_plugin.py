@@ -9,6 +9,7 @@ import torch
 from dimo_core.config import load_config
 from dimo_core.context import Context
 from dimo_core.registry import registry_with
+from dimo_core.testing import PluginContract
 from dimo_meissonic import plugin
 from dimo_meissonic.conditions import CLASS_PHRASES, EVAL_TEMPLATES, TRAIN_TEMPLATES
 
@@ -84,36 +85,38 @@ def test_prompts_typed_by_the_user_are_encoded_with_the_class_they_name():
     assert conditions.label_of("a t-shirt") == 0  # the longest phrase wins over "shirt"
 
 
-def test_train_teacher_then_distil_then_evaluate(small_fashion_mnist, tmp_path):
-    """The whole CPU path at a toy size, on 200 real images, with a random evaluation CNN."""
-    from dimo_core.evaluate import evaluate
-    from dimo_core.distill import distill
-    from dimo_core.train_teacher import train_teacher
-    from dimo_fmnist.classifier import FashionCNN, features_and_probs, save_classifier
-    from dimo_fmnist.fashion_mnist import load_split
-    torch.manual_seed(0)
-    net = FashionCNN()
-    reference = features_and_probs(net, load_split("test", str(small_fashion_mnist))[0])[0]
-    save_classifier(tmp_path / "cnn.safetensors", net, reference, {"test_accuracy": 0.0})
-    (tmp_path / "eval.yaml").write_text(
-        f"eval:\n  metrics: [{{name: prompt_alignment, classifier: {tmp_path / 'cnn.safetensors'}, "
-        f"root: {small_fashion_mnist}}}]\n")
-    common = [*TOY, f"out_dir={tmp_path / 'run'}", f"dataset.root={small_fashion_mnist}"]
-    teacher_file = train_teacher(context(*common, "train_teacher.steps=2", "train_teacher.batch_size=4"),
-                                 progress=False)
-    ctx = context(*common, f"teacher.path={teacher_file}", "distill.steps=1", "distill.batch_size=4",
-                  "eval.samples=8", "eval.batch_size=8", "eval.teacher_steps=[1,2]", f"config={tmp_path / 'eval.yaml'}")
-    distill(ctx, progress=False)
-    report = evaluate(ctx, progress=False)
-    rows = {(r["sampler"], r["steps"]): r["metrics"] for r in report["rows"]}
-    assert set(rows) == {("teacher", 1), ("teacher", 2), ("student", 1)}
-    assert all(0.0 <= m["prompt_alignment"] <= 1.0 and np.isfinite(m["fd_fmnist_cnn"]) for m in rows.values())
-    assert (tmp_path / "run" / "samples.png").is_file()
-    assert "prompt_alignment" in (tmp_path / "run" / "report.md").read_text()
-    from dimo_core.sample import sample  # dimo sample plugins=meissonic prompt="...": teacher and student
-    rows = sample(context(*common, f"teacher.path={teacher_file}", "prompt=a photo of a sneaker", "sample.n=3",
-                          "sample.steps=2"))
-    assert list(rows) == ["teacher 2 steps", "student"] and all(v.shape[0] == 3 for v in rows.values())
+class TestMeissonicPlugin(PluginContract):
+    name = "meissonic"
+    module = plugin
+    registers = {"teachers": ["meissonic"], "tokenizers": ["meissonic_vq"], "conditions": ["captions", "prompt_files"],
+                 "datasets": ["fashion_mnist_captions"], "metrics": ["prompt_alignment"], "writers": ["prompt_grid"],
+                 "presets": ["meissonic", "meissonic_1024"]}
+    tiny = TOY
+
+    def end_to_end_overrides(self, tmp_path):
+        """Random pictures in the Debian layout, and a random evaluation CNN with their reference features."""
+        from dimo_fmnist.classifier import FashionCNN, features_and_probs, save_classifier
+        from dimo_fmnist.fashion_mnist import load_split, write_split
+        g = torch.Generator().manual_seed(0)
+        data = tmp_path / "fmnist"
+        for split, n in (("train", 64), ("test", 32)):
+            write_split(data, split, torch.randint(0, 256, (n, 28, 28), generator=g).numpy(),
+                        (torch.arange(n) % 10).numpy())
+        torch.manual_seed(0)
+        net = FashionCNN()
+        reference = features_and_probs(net, load_split("test", str(data))[0])[0]
+        save_classifier(tmp_path / "cnn.safetensors", net, reference, {"test_accuracy": 0.0})
+        return [f"dataset.root={data}",
+                f"eval.metrics=[{{name: prompt_alignment, classifier: {tmp_path / 'cnn.safetensors'}, root: {data}}}]"]
+
+    def check_report(self, report, out_dir):
+        assert all(0.0 <= r["metrics"]["prompt_alignment"] <= 1.0 and np.isfinite(r["metrics"]["fd_fmnist_cnn"])
+                   for r in report["rows"])
+        assert (out_dir / "samples.png").is_file() and "prompt_alignment" in (out_dir / "report.md").read_text()
+        from dimo_core.sample import sample  # dimo sample plugins=meissonic prompt="...": teacher and student
+        rows = sample(context(*TOY, f"out_dir={out_dir}", f"teacher.path={out_dir / 'teacher.safetensors'}",
+                              "prompt=a photo of a sneaker", "sample.n=3", "sample.steps=2"))
+        assert list(rows) == ["teacher 2 steps", "student"] and all(v.shape[0] == 3 for v in rows.values())
 
 
 def test_the_committed_teacher_draws_the_class_its_prompt_names(tmp_path):
