@@ -203,3 +203,22 @@ class PluginContract(TeacherContract):
             assert row["metrics"] and all(isinstance(v, float) and not math.isinf(v) for v in row["metrics"].values())
         assert (tmp_path / "run" / "report.md").is_file()
         self.check_report(report, tmp_path / "run")
+
+
+def run_context(*overrides: str, registry=None):
+    """A Context for a test run: one thread, a fresh out_dir (resume=false), then ``overrides``."""
+    from .config import load_config
+    from .context import Context
+    from .registry import get_registry
+    registry = registry or get_registry()
+    return Context(load_config(["threads=1", "resume=false", *overrides], registry), registry)
+
+
+def distilled(*overrides: str, registry=None):
+    """Run ``dimo run`` in-process with ``overrides`` (keep it tiny) and return (ctx, the student as
+    ``dimo sample`` and ``dimo export`` load it)."""
+    from .distill import distill
+    from .student import load_student
+    ctx = run_context(*overrides, registry=registry)
+    distill(ctx, progress=False)
+    return ctx, load_student(ctx)

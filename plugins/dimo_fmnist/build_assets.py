@@ -9,11 +9,12 @@ Each file records the command that built it in its safetensors metadata (``comma
 """
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
 import torch
+
+from dimo_core.assets import asset_parser
 
 from . import classifier, patch_vq
 from .fashion_mnist import load_split
@@ -53,9 +54,7 @@ def build_classifier(out: Path, epochs: int, seed: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m dimo_fmnist.build_assets", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="asset", required=True)
+    parser, sub = asset_parser("dimo_fmnist.build_assets", __doc__)
     tok = sub.add_parser("tokenizer", help="k-means patch VQ codebook")
     tok.add_argument("--codebook-size", type=int, default=256)
     tok.add_argument("--patch-size", type=int, default=4)
@@ -66,7 +65,6 @@ def main(argv: list[str] | None = None) -> None:
     cls.add_argument("--epochs", type=int, default=5)
     cls.add_argument("--seed", type=int, default=0)
     cls.add_argument("--out", type=Path, default=classifier.BUNDLED)
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.asset == "tokenizer":

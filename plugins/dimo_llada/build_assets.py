@@ -11,7 +11,6 @@ config.json with mask_token_id, tokenizer), the layout `hf_mdm` loads real check
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import time
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from dimo_core.assets import asset_parser
 from dimo_core.presets import load_preset
 
 from .corpus import builtin_documents
@@ -171,10 +171,7 @@ def check_teacher(samples: int, steps: list[int], seed: int, overrides: list[str
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m dimo_llada.build_assets", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--threads", type=int, default=1)
-    sub = parser.add_subparsers(dest="asset", required=True)
+    parser, sub = asset_parser("dimo_llada.build_assets", __doc__)
     tok = sub.add_parser("tokenizer", help="byte-level BPE on the train split")
     tok.add_argument("--vocab-size", type=int, default=2048)
     tok.add_argument("--sources", nargs="+", default=["fortunes"])

@@ -9,42 +9,17 @@ entry point is not installed. The Fashion-MNIST tokenizer and CNN are the bench'
 """
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
-import torch
+from dimo_core.assets import teacher_asset_main
+
+from . import plugin
 
 ASSETS = Path(__file__).parent / "assets"
 
 
-def build_teacher(overrides: list[str], out: Path) -> None:
-    import shutil
-
-    from dimo_core.config import load_config
-    from dimo_core.context import Context
-    from dimo_core.registry import registry_with
-    from dimo_core.train_teacher import train_teacher
-
-    from . import plugin
-    registry = registry_with("maskgit", plugin)
-    ctx = Context(load_config(["plugins=maskgit", *overrides], registry), registry)
-    trained = train_teacher(ctx, progress=False)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(trained, out)
-    print(f"wrote {out} (from {trained})")
-
-
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m dimo_maskgit.build_assets", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="asset", required=True)
-    teacher = sub.add_parser("teacher", help="dimo train-teacher plugins=maskgit, copied into assets/")
-    teacher.add_argument("overrides", nargs="*", help="key=value config overrides")
-    teacher.add_argument("--out", type=Path, default=ASSETS / "fmnist_teacher.safetensors")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    build_teacher(args.overrides, args.out)
+    teacher_asset_main("dimo_maskgit.build_assets", __doc__, "maskgit", plugin, ASSETS / "fmnist_teacher.safetensors", argv)
 
 
 if __name__ == "__main__":

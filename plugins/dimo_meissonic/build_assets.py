@@ -17,11 +17,11 @@ poorly to held-out caption templates, see README.md).
 """
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import torch
 
+from dimo_core.assets import asset_parser
 from dimo_core.checkpoint import load_tensors
 
 from .plugin import BUNDLED_FOLDER
@@ -62,9 +62,7 @@ def build_transformer(folder: Path, teacher_file: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m dimo_meissonic.build_assets", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="asset", required=True)
+    parser, sub = asset_parser("dimo_meissonic.build_assets", __doc__)
     text = sub.add_parser("text", help="CLIP tokenizer and the tiny-CLIP-pretrained text encoder")
     text.add_argument("--projection-dim", type=int, default=64, help="= the transformer's hidden size")
     text.add_argument("--max-length", type=int, default=16, help="prompt tokens, padded")
@@ -77,6 +75,7 @@ def main(argv: list[str] | None = None) -> None:
     trans.add_argument("--teacher", type=Path, required=True)
     parser.add_argument("--out", type=Path, default=BUNDLED_FOLDER)
     args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
     if args.asset == "text":
         build_text(args.out, args.projection_dim, args.max_length, args.hidden_size, args.layers, args.seed,
                    args.clip_steps, args.fashion_mnist)

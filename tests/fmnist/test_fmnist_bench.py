@@ -8,6 +8,7 @@ from dimo_fmnist.fashion_mnist import load_split, write_split
 from dimo_fmnist.grid import ImageGrid
 from dimo_fmnist.metrics import frechet_distance, inception_score, prdc
 from dimo_fmnist.patch_vq import PatchVQTokenizer, fit_codebook, from_patches, to_patches
+from dimo_fmnist.testing import random_fashion_mnist
 
 
 @pytest.fixture
@@ -15,11 +16,7 @@ from dimo_fmnist.patch_vq import PatchVQTokenizer, fit_codebook, from_patches, t
 
 def fake_fmnist(tmp_path):
     """A folder in the Debian package's layout: 40 train and 20 test images of 10 classes."""
-    g = torch.Generator().manual_seed(0)
-    for split, n in (("train", 40), ("test", 20)):
-        write_split(tmp_path, split, torch.randint(0, 256, (n, 28, 28), generator=g).numpy(),
-                    (torch.arange(n) % 10).numpy())
-    return tmp_path
+    return random_fashion_mnist(tmp_path, train=40, test=20)
 
 
 def test_idx_reader(fake_fmnist):

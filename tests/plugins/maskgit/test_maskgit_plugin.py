@@ -9,9 +9,10 @@ import torch
 from dimo_core.config import load_config
 from dimo_core.errors import ConfigError
 from dimo_fmnist.classifier import mean_and_cov
-from dimo_fmnist.fashion_mnist import CLASS_NAMES, default_root, write_split
+from dimo_fmnist.fashion_mnist import CLASS_NAMES, default_root
 from dimo_fmnist.metrics import ImageQuality
 from dimo_fmnist.patch_vq import PatchVQTokenizer
+from dimo_fmnist.testing import random_fashion_mnist
 from dimo_core.conditions import ClassLabels
 from dimo_core.registry import registry_with
 from dimo_core.testing import PluginContract
@@ -29,11 +30,7 @@ class TestMaskGitPlugin(PluginContract):
 
     def end_to_end_overrides(self, tmp_path):
         """Fake Fashion-MNIST in the Debian layout; real features from its test split (test speed)."""
-        g = torch.Generator().manual_seed(0)
-        data = tmp_path / "fmnist"
-        for split, n in (("train", 64), ("test", 32)):
-            write_split(data, split, torch.randint(0, 256, (n, 28, 28), generator=g).numpy(),
-                        (torch.arange(n) % 10).numpy())
+        data = random_fashion_mnist(tmp_path / "fmnist")
         return [f"dataset.root={data}", f"eval.metrics=[{{name: image_quality, root: {data}}}]"]
 
     def check_report(self, report, out_dir):
@@ -44,17 +41,13 @@ class TestMaskGitPlugin(PluginContract):
         assert (out_dir / "samples.png").is_file()
 
 
-def test_class_labels():
-    labels = ClassLabels(10)
-    g = torch.Generator().manual_seed(0)
-    train = labels.sample(1000, g)
-    assert train.dtype == torch.long and 0 <= train.min() and train.max() < 10 and len(train.unique()) == 10
-    assert labels.sample(12, g, split="eval").tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1]
-    assert labels.null(train[:4]).tolist() == [10] * 4
-    named = ClassLabels(10, CLASS_NAMES)
-    assert named.from_text(["Sneaker", "3", "ankle boot"]).tolist() == [7, 3, 9]
+def test_class_labels_option_names_the_fashion_mnist_classes():
+    """`class_names: fashion_mnist` lets `dimo sample prompt=sneaker` name a class."""
+    conditions = TestMaskGitPlugin().context([]).conditions
+    assert isinstance(conditions, ClassLabels) and conditions.class_names == CLASS_NAMES
+    assert conditions.from_text(["Sneaker", "3", "ankle boot"]).tolist() == [7, 3, 9]
     with pytest.raises(ConfigError, match="names no class; give an index 0..9 or one of: t-shirt/top"):
-        named.from_text(["cat"])
+        conditions.from_text(["cat"])
 
 
 def test_plugin_registers_everything_and_presets_validate():

@@ -2,23 +2,9 @@
 through the loader of that format, gives the same logits as dimo's student."""
 import torch
 
-from dimo_core.config import load_config
-from dimo_core.context import Context
-from dimo_core.distill import distill
 from dimo_core.export import export
-from dimo_core.registry import get_registry
-from dimo_core.student import load_student
-
-
-def context(*overrides):
-    registry = get_registry()
-    return Context(load_config(["threads=1", "resume=false", *overrides], registry), registry)
-
-
-def distilled(*overrides):
-    ctx = context(*overrides)
-    distill(ctx, progress=False)
-    return ctx, load_student(ctx)
+from dimo_core.testing import distilled
+from dimo_core.testing import run_context as context
 
 
 def test_meissonic_exports_the_teacher_folder_with_the_student_as_transformer(tmp_path):

@@ -96,12 +96,9 @@ class TestMeissonicPlugin(PluginContract):
     def end_to_end_overrides(self, tmp_path):
         """Random pictures in the Debian layout, and a random evaluation CNN with their reference features."""
         from dimo_fmnist.classifier import FashionCNN, features_and_probs, save_classifier
-        from dimo_fmnist.fashion_mnist import load_split, write_split
-        g = torch.Generator().manual_seed(0)
-        data = tmp_path / "fmnist"
-        for split, n in (("train", 64), ("test", 32)):
-            write_split(data, split, torch.randint(0, 256, (n, 28, 28), generator=g).numpy(),
-                        (torch.arange(n) % 10).numpy())
+        from dimo_fmnist.fashion_mnist import load_split
+        from dimo_fmnist.testing import random_fashion_mnist
+        data = random_fashion_mnist(tmp_path / "fmnist")
         torch.manual_seed(0)
         net = FashionCNN()
         reference = features_and_probs(net, load_split("test", str(data))[0])[0]
