@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Literal
 
 from .divergences import FKL, RKL, Jeffreys, f_divergence
+from .errors import ConfigError
 from .hookspecs import hookimpl
 from .init import RandomMaskInit
 from .sampling import AncestralSampler, ConfidenceSampler
@@ -30,7 +31,8 @@ def register_init_strategies(register):
     def random_mask(ctx, r_init: float | tuple[float, float] = 0.6):
         if isinstance(r_init, tuple) and not 0 <= r_init[0] <= r_init[1] <= 1 or \
                 not isinstance(r_init, tuple) and not 0 <= r_init <= 1:
-            raise ValueError(f"r_init must lie in [0, 1] (a number or a range [a, b]), got {r_init}")
+            raise ConfigError(f"distill.init.r_init must lie in [0, 1] (a ratio, or a range [a, b] with "
+                              f"0 <= a <= b <= 1), got {list(r_init) if isinstance(r_init, tuple) else r_init}")
         return RandomMaskInit(r_init)
     register("random_mask", random_mask)
 

@@ -1,8 +1,14 @@
-"""Weights as safetensors, state as JSON, every file written atomically (temp file + rename)."""
+"""Weights as safetensors, state as JSON, every file written atomically (temp file + rename).
+
+Every safetensors file dimo writes is sealed: its header's metadata holds the SHA-256 of the whole file
+(computed with that field zeroed), checked at every load, so a damaged file is refused by name
+instead of loading silently."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -52,8 +58,64 @@ def load_json(path: str | Path) -> Any:
         raise CheckpointError(f"{path} is not valid JSON ({e}); the file is truncated or not a dimo file") from None
 
 
+DIGEST_KEY = "dimo.sha256"
+_UNSEALED = "0" * 64
+_DIGEST_FIELD = re.compile(rb'"dimo\.sha256"\s*:\s*"([0-9a-f]{64})"')
+_CHUNK = 1 << 24
+
+
+def _header(f) -> tuple[bytes, bytes]:
+    """(the 8-byte length, the JSON header) of an open safetensors file."""
+    size = f.read(8)
+    if len(size) < 8:
+        raise ValueError("shorter than a safetensors header")
+    n = int.from_bytes(size, "little")
+    if n > 100_000_000:
+        raise ValueError(f"header length {n} is implausible")
+    return size, f.read(n)
+
+
+def _digest(f, size: bytes, header: bytes) -> str:
+    """SHA-256 of the file with its digest field zeroed; ``f`` is positioned after the header."""
+    h = hashlib.sha256(size)
+    h.update(_DIGEST_FIELD.sub(lambda m: m.group(0).replace(m.group(1), _UNSEALED.encode()), header, count=1))
+    while chunk := f.read(_CHUNK):
+        h.update(chunk)
+    return h.hexdigest()
+
+
+def _seal(path: str) -> None:
+    """Write the file's SHA-256 into the placeholder of its header (same length: nothing moves)."""
+    with open(path, "r+b") as f:
+        size, header = _header(f)
+        field = _DIGEST_FIELD.search(header)
+        digest = _digest(f, size, header)
+        f.seek(8 + field.start(1))
+        f.write(digest.encode())
+
+
+def verify_tensors(path: str | Path) -> None:
+    """Refuse a sealed safetensors file whose bytes changed since dimo wrote it (unsealed ones pass)."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            size, header = _header(f)
+            field = _DIGEST_FIELD.search(header)
+            if field is None:
+                return  # not written by dimo (or by a dimo before the seal): nothing to compare with
+            recorded, actual = field.group(1).decode(), _digest(f, size, header)
+    except OSError as e:
+        raise CheckpointError(f"cannot read {path}: {e.strerror}") from None
+    except ValueError as e:
+        raise CheckpointError(f"{path} is not a readable safetensors file ({e}); it is truncated or of another "
+                              f"format") from None
+    if recorded != actual:
+        raise CheckpointError(f"{path} is damaged: its SHA-256 ({actual[:12]}...) differs from the one recorded when "
+                              f"dimo wrote it ({recorded[:12]}...), so its bytes changed on disk")
+
+
 def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, Any] | None = None) -> None:
-    """Save tensors as safetensors; ``metadata`` values are stored as JSON strings."""
+    """Save tensors as safetensors, sealed with their SHA-256; ``metadata`` values are stored as JSON strings."""
     seen, out = set(), {}
     for k, v in tensors.items():  # tied weights share memory, which safetensors refuses: copy repeats
         v = v.detach().contiguous().cpu()
@@ -61,15 +123,21 @@ def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: d
         out[k] = v.clone() if v.numel() and key in seen else v
         seen.add(key)
     tensors = out
-    meta = {k: json.dumps(v) for k, v in (metadata or {}).items()}
-    _atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+    meta = {k: json.dumps(v) for k, v in (metadata or {}).items()} | {DIGEST_KEY: _UNSEALED}
+
+    def write(tmp):
+        save_file(tensors, tmp, metadata=meta)
+        _seal(tmp)
+    _atomic_write(path, write)
 
 
 def load_tensors(path: str | Path, device: str | torch.device = "cpu") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Load a safetensors file and its JSON metadata, with errors that name the file."""
+    """Load a safetensors file and its JSON metadata, with errors that name the file; a file dimo
+    sealed is checked against its SHA-256 first."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"missing checkpoint {path}; check the path (or train one with `dimo train-teacher`)")
+    verify_tensors(path)
     try:
         tensors = load_file(str(path), device=str(device))
         from safetensors import safe_open
@@ -78,6 +146,7 @@ def load_tensors(path: str | Path, device: str | torch.device = "cpu") -> tuple[
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{path} is not a readable safetensors file ({e}); it is truncated or of another format") from None
     meta = {}
+    raw.pop(DIGEST_KEY, None)
     for k, v in raw.items():
         try:
             meta[k] = json.loads(v)

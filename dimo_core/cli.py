@@ -5,7 +5,7 @@ import argparse
 import os
 import sys
 
-from .errors import DimoError
+from .errors import DimoError, Interrupted
 
 COMMANDS = {
     "plugins": "list installed plugins, their versions and what they register",
@@ -35,6 +35,13 @@ def main(argv: list[str] | None = None) -> int:
     ns = parser.parse_intermixed_args(argv)  # --no-progress may come anywhere
     try:
         return _dispatch(ns.command, ns.args, not ns.no_progress)
+    except Interrupted as e:
+        if os.environ.get("RANK", "0") == "0":
+            print(f"dimo: {e}", file=sys.stderr)
+        return e.code
+    except KeyboardInterrupt:  # Ctrl-C outside training (loading, sampling): nothing half-written to report
+        print("dimo: interrupted", file=sys.stderr)
+        return 130
     except DimoError as e:
         print(f"dimo: error: {e}", file=sys.stderr)
         return 2
@@ -74,16 +81,20 @@ def _dispatch(command: str, args: list[str], progress: bool) -> int:
     if command == "run":
         from .distill import distill
         student = distill(ctx, progress)
-        if os.environ.get("RANK", "0") == "0":  # under torchrun, one rank speaks
+        if student and os.environ.get("RANK", "0") == "0":  # under torchrun, one rank speaks
             print(f"student written to {student}")
         if config.eval.after_run and int(os.environ.get("WORLD_SIZE", "1")) == 1:
             _evaluate(ctx, progress)
     elif command == "train-teacher":
         from .train_teacher import train_teacher
-        print(f"teacher written to {train_teacher(ctx, progress)}")
+        teacher = train_teacher(ctx, progress)
+        if teacher:
+            print(f"teacher written to {teacher}")
     elif command == "sample":
+        from .run_folder import command_line, run_folder_lock
         from .sample import sample
-        rows = sample(ctx)
+        with run_folder_lock(ctx.out_dir, command_line()):
+            rows = sample(ctx)
         print(f"samples drawn: {', '.join(f'{k} ({tuple(v.shape)})' for k, v in rows.items())}")
         print("written:\n" + "\n".join(f"  {p}" for p in rows.paths))
     elif command == "export":
@@ -99,7 +110,9 @@ def _dispatch(command: str, args: list[str], progress: bool) -> int:
 
 def _evaluate(ctx, progress: bool) -> None:
     from .evaluate import evaluate
-    evaluate(ctx, progress)
+    from .run_folder import command_line, run_folder_lock
+    with run_folder_lock(ctx.out_dir, command_line()):
+        evaluate(ctx, progress)
     print((ctx.out_dir / "report.md").read_text())
     print(f"report written to {ctx.out_dir / 'report.json'}")
 

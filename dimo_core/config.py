@@ -5,14 +5,25 @@ Only OmegaConf's built-in interpolation is used; no resolver evaluates code.
 """
 from __future__ import annotations
 
+import re
+import typing
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import ConfigError
+
+
+# Value ranges: pydantic names the key and the bound in its message ("greater than or equal to 1").
+Count = Annotated[int, Field(ge=1)]             # steps, batch sizes, intervals
+NonNegativeInt = Annotated[int, Field(ge=0)]
+NonNegative = Annotated[float, Field(ge=0)]     # learning rates, weight decay, temperatures (0 = greedy)
+Positive = Annotated[float, Field(gt=0)]        # clipping norms
+Rate = Annotated[float, Field(ge=0, lt=1)]      # EMA rates, label smoothing, Adam betas
+Fraction = Annotated[float, Field(ge=0, le=1)]  # ratios and probabilities
 
 
 class Strict(BaseModel):
@@ -29,13 +40,13 @@ class Component(BaseModel):
 
 
 class DistillConfig(Strict):
-    steps: int = 1000                    # generator updates
-    batch_size: int = 64                 # global batch per update
-    grad_accum: int = 1                  # micro-batches per update (batch_size must divide)
+    steps: Count = 1000                  # generator updates
+    batch_size: Count = 64               # global batch per update
+    grad_accum: Count = 1                # micro-batches per update (batch_size must divide)
     divergence: Component = Component(name="fkl")  # fkl | rkl | jeffreys (beta) | f (f=js|tv|...) | js | tv
     init: Component = Component(name="random_mask", r_init=0.6)  # r_init: a ratio or a range [a, b] per batch
     student_steps: list[int] = [1]       # step counts k the student is trained for ([1, 4]: one student, both); stages in dimo_core/stages.py
-    sigma: float = 0.1                   # generator-only embedding perturbation (0 = off)
+    sigma: Fraction = 0.1                # generator-only embedding perturbation (0 = off)
     schedule: str = "arccos"             # masking schedule of x_theta (arccos|cosine|linear|square)
     schedule_clamp: tuple[float, float] | None = None  # Meissonic's release clamps r to [0.02, 0.98]
     guidance: float = 1.0                # teacher CFG weight during distillation (1.0 = off in "standard" form)
@@ -43,31 +54,24 @@ class DistillConfig(Strict):
     guidance_ramp: bool = False          # weight w * t(r) by each row's mask ratio r, as a ramped sampler (off: the release)
     normalize: Literal["batch", "masked"] = "batch"  # divide by B (release) | by L_M per sample (paper)
     aux_samples: Literal["fresh", "reuse"] = "fresh"  # fresh x_init + generator sample (release) | reuse x_theta (paper)
-    aux_updates: int = 1                 # aux updates per generator update
-    label_smoothing: float = 0.1         # aux cross-entropy
-    temperature: float = 1.0             # generator sampling temperature in training
-    lr_generator: float = 1e-5
-    lr_aux: float = 1e-5
-    betas: tuple[float, float] = (0.9, 0.999)
-    weight_decay: float = 0.0
-    warmup_steps: int = 100              # linear warm-up, then constant
-    min_lr_ratio: float = 1.0            # cosine decay to lr * min_lr_ratio at the last step (1.0 = constant, the release)
-    grad_clip: float | None = 1.0        # generator gradient norm (None = off)
-    aux_grad_clip: float | None = None
-    ema: float = 0.9999                  # EMA rate of the generator, ramped min(rate, (1+s)/(10+s)); 0 = off
+    aux_updates: Count = 1               # aux updates per generator update
+    label_smoothing: Rate = 0.1          # aux cross-entropy
+    temperature: NonNegative = 1.0       # generator sampling temperature in training
+    lr_generator: NonNegative = 1e-5
+    lr_aux: NonNegative = 1e-5
+    betas: tuple[Rate, Rate] = (0.9, 0.999)
+    weight_decay: NonNegative = 0.0
+    warmup_steps: NonNegativeInt = 100   # linear warm-up, then constant
+    min_lr_ratio: Fraction = 1.0         # cosine decay to lr * min_lr_ratio at the last step (1.0 = constant, the release)
+    grad_clip: Positive | None = 1.0     # generator gradient norm (None = off)
+    aux_grad_clip: Positive | None = None
+    ema: Rate = 0.9999                   # EMA rate of the generator, ramped min(rate, (1+s)/(10+s)); 0 = off
     frozen: list[str] = []               # fnmatch patterns (a|b: either) of parameter names frozen in generator and aux
     nonfinite: Literal["stop", "skip"] = "stop"  # on a NaN/inf loss: stop (keep last checkpoint) | skip batch
     train_mode: bool = True              # generator/aux in train mode (dropout as the model defines)
-    log_every: int = 50
-    ckpt_every: int = 500
-    keep_checkpoints: int = 2
-
-    @field_validator("grad_accum", "aux_updates", "steps", "batch_size")
-    @classmethod
-    def _positive(cls, v):
-        if v < 1:
-            raise ValueError("must be >= 1")
-        return v
+    log_every: Count = 50
+    ckpt_every: Count = 500
+    keep_checkpoints: Count = 2
 
     @field_validator("student_steps", mode="before")
     @classmethod
@@ -79,34 +83,34 @@ class DistillConfig(Strict):
 
 
 class TrainTeacherConfig(Strict):
-    steps: int = 2000
-    batch_size: int = 128
-    lr: float = 1e-3
-    betas: tuple[float, float] = (0.9, 0.95)
-    weight_decay: float = 0.01
-    warmup_steps: int = 100
-    min_lr_ratio: float = 0.1            # cosine decay to lr * min_lr_ratio
+    steps: Count = 2000
+    batch_size: Count = 128
+    lr: NonNegative = 1e-3
+    betas: tuple[Rate, Rate] = (0.9, 0.95)
+    weight_decay: NonNegative = 0.01
+    warmup_steps: NonNegativeInt = 100
+    min_lr_ratio: Fraction = 0.1         # cosine decay to lr * min_lr_ratio
     schedule: str = "arccos"             # masking schedule of eq. 3
     masking: Literal["bernoulli", "exact"] = "bernoulli"  # per-token at ratio r (MaskGit) | exactly round(rL)
     loss_positions: Literal["all", "masked"] = "all"  # MaskGit trains all positions; MDLM/LLaDA masked only
-    label_smoothing: float = 0.1
-    cond_drop: float = 0.1               # condition -> null condition, for guidance
-    grad_clip: float | None = 1.0
-    ema: float = 0.0
+    label_smoothing: Rate = 0.1
+    cond_drop: Fraction = 0.1            # condition -> null condition, for guidance
+    grad_clip: Positive | None = 1.0
+    ema: Rate = 0.0
     init_from: str | None = None         # fine-tune: a teacher checkpoint to start from
-    log_every: int = 100
-    ckpt_every: int = 500
+    log_every: Count = 100
+    ckpt_every: Count = 500
 
 
 class SampleConfig(Strict):
     source: Literal["teacher", "student", "both"] = "student"
     sampler: Component = Component(name="confidence")
-    steps: int = 16                      # teacher steps
-    student_steps: int | None = None     # student passes k (None: the largest k it was trained for)
+    steps: Count = 16                    # teacher steps
+    student_steps: Count | None = None   # student passes k (None: the largest k it was trained for)
     guidance: float = 1.0
-    temperature: float = 1.0             # student output temperature
+    temperature: NonNegative = 1.0       # student output temperature
     prompt: list[str] | None = None      # conditions as text (plugins' from_text): prompt="a sneaker", or a class
-    n: int = 16
+    n: Count = 16
     student: str | None = None           # student weights (default: out_dir/student.safetensors)
     seed: int = 0
 
@@ -117,16 +121,16 @@ class SampleConfig(Strict):
 
 
 class EvalConfig(Strict):
-    teacher_steps: list[int] = [1, 2, 4, 8, 16, 32]
-    student_steps: list[int] | None = None  # student rows at these k (None: every k it was trained for; []: none)
-    samples: int = 2000
-    batch_size: int = 250
+    teacher_steps: list[Count] = [1, 2, 4, 8, 16, 32]
+    student_steps: list[Count] | None = None  # student rows at these k (None: every k it was trained for; []: none)
+    samples: Count = 2000
+    batch_size: Count = 250
     sampler: Component = Component(name="confidence")
     guidance: float = 1.0                # teacher guidance at sampling
-    student_temperature: float = 1.0
+    student_temperature: NonNegative = 1.0
     metrics: list[Component] = []
     writer: Component | None = None
-    grid: int = 10                       # conditions shown by the writer
+    grid: NonNegativeInt = 10            # conditions shown by the writer
     student: str | None = None
     seed: int = 1234
     after_run: bool = False              # `dimo run` ends with `dimo eval` (one process only)
@@ -171,9 +175,9 @@ class RunConfig(Strict):
     out_dir: str | None = None           # default: runs/<first plugin>
     seed: int = 0
     device: str = "cpu"
-    threads: int | None = None           # CPU threads for torch (None: torch's default; 1 on a busy machine)
+    threads: Count | None = None         # CPU threads for torch (None: torch's default; 1 on a busy machine)
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # autocast dtype (auto: bfloat16 on CUDA, else float32); weights stay fp32
-    resume: bool = True                  # continue from out_dir's last checkpoint
+    resume: bool | Literal["force"] = True  # continue from the last checkpoint | force: despite changed keys | false: move it aside
     teacher: Component = Component()
     tokenizer: Component = Component()
     conditions: Component = Component()
@@ -191,6 +195,24 @@ class RunConfig(Strict):
     @classmethod
     def _listify(cls, v):
         return [v] if isinstance(v, str) else v
+
+    @field_validator("resume", mode="before")
+    @classmethod
+    def _resume_choice(cls, v):
+        if isinstance(v, bool) or v == "force":
+            return v
+        raise ValueError("must be true (continue), false (move the old run aside and start over) or force "
+                         "(continue although training keys changed)")
+
+    @field_validator("device")
+    @classmethod
+    def _torch_device(cls, v):
+        import torch
+        try:
+            torch.device(v)
+        except (RuntimeError, ValueError):
+            raise ValueError("not a torch device; use cpu, cuda, cuda:N or mps") from None
+        return v
 
     @property
     def run_dir(self) -> Path:
@@ -212,6 +234,42 @@ def _valid_keys(model: type[BaseModel], loc: tuple) -> list[str]:
     return list(model.model_fields)
 
 
+BOUND_ERRORS = {"greater_than", "greater_than_equal", "less_than", "less_than_equal"}
+
+
+def _valid_range(model: type[BaseModel], loc: tuple) -> str | None:
+    """What a number field accepts ("in [0, 1)", ">= 1"), from its pydantic constraints."""
+    field = None
+    for part in loc:
+        if field is not None:
+            ann = field.annotation
+            if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+                return None
+            model = ann
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return None
+    low, high = "(-inf", "inf)"
+    constraints = list(field.metadata)
+    for arg in typing.get_args(field.annotation):  # Count | None: the constraints sit inside the union
+        for m in getattr(arg, "__metadata__", ()):
+            constraints += getattr(m, "metadata", [m])
+    for c in constraints:
+        if getattr(c, "ge", None) is not None:
+            low = f"[{c.ge}"
+        if getattr(c, "gt", None) is not None:
+            low = f"({c.gt}"
+        if getattr(c, "le", None) is not None:
+            high = f"{c.le}]"
+        if getattr(c, "lt", None) is not None:
+            high = f"{c.lt})"
+    if high == "inf)":
+        return None if low == "(-inf" else f">= {low[1:]}" if low[0] == "[" else f"> {low[1:]}"
+    if low == "(-inf":
+        return f"<= {high[:-1]}" if high[-1] == "]" else f"< {high[:-1]}"
+    return f"in {low}, {high}"
+
+
 def _raise_validation(e: ValidationError, file_layer=None, file_name: str | None = None) -> None:
     problems = []
     for err in e.errors():
@@ -223,8 +281,10 @@ def _raise_validation(e: ValidationError, file_layer=None, file_name: str | None
         if err["type"] == "extra_forbidden":
             valid = _valid_keys(RunConfig, loc)
             problems.append(f"unknown config key {key!r}{where}" + (f"; valid keys here: {', '.join(valid)}" if valid else ""))
+        elif err["type"] in BOUND_ERRORS and (bounds := _valid_range(RunConfig, loc)):
+            problems.append(f"{key}{where}: must be {bounds} (got {err.get('input')!r})")
         else:
-            problems.append(f"{key}{where}: {err['msg']} (got {err.get('input')!r})")
+            problems.append(f"{key}{where}: {err['msg'].removeprefix('Value error, ')} (got {err.get('input')!r})")
     raise ConfigError("invalid configuration: " + "; ".join(problems)) from None
 
 
@@ -239,6 +299,10 @@ def _file_layer(path: str):
         raise ConfigError(f"config file {path} is not valid YAML{line}: {getattr(e, 'problem', None) or e}") from None
     except IsADirectoryError:
         raise ConfigError(f"config file {path} is a directory; give a YAML file") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config file {path} is not a text file (byte {e.start} is not UTF-8); give a YAML file") from None
+    except (OmegaConfBaseException, ValueError, TypeError) as e:
+        raise ConfigError(f"config file {path} is not a dimo configuration: {str(e).splitlines()[0]}") from None
     if not OmegaConf.is_dict(layer):
         raise ConfigError(f"config file {path} must hold a mapping of keys (distill: {{steps: 100}}), not a "
                           f"{type(OmegaConf.to_container(layer)).__name__}")
@@ -298,12 +362,13 @@ def load_config(overrides: list[str] = (), registry=None, unused: tuple[str, ...
         for item in rest:  # update, not merge: keys may index lists (eval.metrics[0].reference=...)
             key, value = item.split("=", 1)
             if key == "prompt":  # dimo sample's shorthand; the text is taken as is, never parsed as YAML
-                OmegaConf.update(merged, "sample.prompt", [value])
+                OmegaConf.update(merged, "sample.prompt", [literal(value)])
             elif key == "student":  # shorthand for the student file of sample, eval and export
                 for section_name in ("sample", "eval", "export"):
-                    OmegaConf.update(merged, f"{section_name}.student", value)
+                    OmegaConf.update(merged, f"{section_name}.student", literal(value))
             else:
-                OmegaConf.update(merged, key, OmegaConf.from_dotlist([f"v={value}"]).v, merge=True)
+                OmegaConf.update(merged, key, command_line_value(value), merge=True)
+        refuse_environment_lookups(merged)
         merged.plugins, merged.preset = plugins, presets
         missing = sorted(k for k in OmegaConf.missing_keys(merged) if not _is_interpolation(merged, k))
         for key in [k for k in missing if _under(k, unused)]:
@@ -339,6 +404,37 @@ def _restore_required(value: Any) -> Any:
     if isinstance(value, list):
         return [_restore_required(v) for v in value]
     return REQUIRED if value == _UNGIVEN else value
+
+
+def literal(text: str) -> str:
+    """``text`` as OmegaConf keeps it verbatim: ``${...}`` escaped, so nothing on the command line is
+    interpolated (an ``${oc.env:SECRET}`` would otherwise be resolved into run.config.yaml)."""
+    # a backslash is special only right before ${: double those, then escape the ${ itself
+    return re.sub(r"(\\*)\$\{", lambda m: m.group(1) * 2 + "\\${", text)
+
+
+def command_line_value(value: str):
+    """A ``key=value`` value: YAML-typed (100, 1e-4, [1, 2], null), except that text holding ``${`` is
+    kept literally, as text."""
+    if "${" in value:
+        return literal(value)
+    return OmegaConf.from_dotlist([f"v={value}"]).v
+
+
+ENV_LOOKUP = re.compile(r"(?<!\\)(?:\\\\)*\$\{\s*oc\.env\s*:")  # an unescaped ${oc.env:...}
+
+
+def refuse_environment_lookups(cfg, prefix: str = "") -> None:
+    """Presets and config files may point at other keys (${teacher.path}) but not read environment
+    variables: the resolved value would be written into run.config.yaml, secrets included."""
+    for key in (cfg.keys() if OmegaConf.is_dict(cfg) else range(len(cfg))):
+        node = cfg._get_node(key)
+        dotted = f"{prefix}{key}"
+        if OmegaConf.is_interpolation(cfg, key) and ENV_LOOKUP.search(str(node._value())):
+            raise ConfigError(f"{dotted}: {node._value()} reads an environment variable, which dimo does not do "
+                              f"(it would be written into run.config.yaml); give the value itself: {dotted}=...")
+        if OmegaConf.is_config(node) and not OmegaConf.is_interpolation(cfg, key):
+            refuse_environment_lookups(node, f"{dotted}.")
 
 
 def _is_interpolation(cfg, dotted: str) -> bool:

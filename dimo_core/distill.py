@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from contextlib import ExitStack
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -9,12 +10,14 @@ import torch
 
 from .attention import set_attention_backend
 from .checkpoint import save_json
-from .context import Context
+from .context import Context, check_teacher_logits
 from .distributed import Parallel
 from .engine import DiMOEngine, autocast_dtype
 from .errors import CheckpointError, ConfigError, NonFiniteLossError
 from .memory import ModelShape, estimate_memory, format_bytes, free_memory, peak_memory, reset_peak
-from .run_folder import STUDENT_FILE, Checkpoints, JsonLog, prepare_out_dir
+from .run_folder import (STUDENT_FILE, Checkpoints, JsonLog, StopAgreement, StopSignals, command_line, fingerprint,
+                         fingerprint_hash, interrupted, move_aside, prepare_out_dir, remove_partial_files, resume_point,
+                         run_folder_lock)
 from .student import save_student
 
 
@@ -28,55 +31,88 @@ def build_engine(ctx: Context, parallel: Parallel | None = None) -> DiMOEngine:
                       cuda_graph=cfg.performance.cuda_graph and not cfg.performance.compile)
 
 
-def distill(ctx: Context, progress: bool = True) -> Path:
-    """``dimo run``: distil the teacher into a one-step student; resumes from out_dir's checkpoints.
+# what `dimo run` writes into out_dir; resume=false moves these aside
+RUN_FILES = ("checkpoints", "train_log.jsonl", STUDENT_FILE, "run.config.yaml", "memory.json")
 
-    Under torchrun every process runs this; rank 0 alone writes files (see distributed.py)."""
+
+def distill(ctx: Context, progress: bool = True) -> Path | None:
+    """``dimo run``: distil the teacher into a one-step student; resumes from out_dir's checkpoints.
+    Returns the student's path, or None when the run had already finished.
+
+    Under torchrun every process runs this; rank 0 alone writes files (see distributed.py) and holds
+    the run folder's lock."""
     parallel = Parallel.start(ctx.config)
     try:
-        return _distill(ctx, parallel, progress and parallel.is_main)
+        with ExitStack() as hold:
+            parallel.on_main(lambda: hold.enter_context(run_folder_lock(ctx.out_dir, command_line())), "lock out_dir")
+            signals = hold.enter_context(StopSignals())
+            return _distill(ctx, parallel, progress and parallel.is_main, signals)
     finally:
         parallel.stop()
 
 
-def _distill(ctx: Context, parallel: Parallel, progress: bool) -> Path:
+def _distill(ctx: Context, parallel: Parallel, progress: bool, signals: StopSignals) -> Path | None:
     cfg = ctx.config.distill
     ctx.device = parallel.device  # under torchrun: this process's GPU
     memory_at_start = peak_memory(parallel.device)  # CPU: the resident set of Python and torch before the models
     set_attention_backend(ctx.config.performance.attention)
-    out = parallel.on_main(lambda: prepare_out_dir(ctx, "run"), "prepare out_dir") or ctx.out_dir
+    out = ctx.out_dir
+    checkpoints = Checkpoints(out / "checkpoints", cfg.keep_checkpoints)
+    parallel.on_main(lambda: remove_partial_files(out, checkpoints.root), "remove partial files")
+    keys = fingerprint(ctx.config, "distill")
+    if ctx.config.resume is False:
+        moved = parallel.on_main(lambda: move_aside(out, RUN_FILES), "move the previous run aside")
+        if moved:
+            print(f"resume=false: the previous run was moved to {moved}", flush=True)
+    last_dir, last_meta, changed = resume_point(checkpoints, ctx.config.resume, keys)
+    if last_meta and last_meta["step"] >= cfg.steps:
+        if parallel.is_main:
+            print(f"run already finished at step {last_meta['step']} (distill.steps={cfg.steps}); its student is "
+                  f"{out / STUDENT_FILE}: raise distill.steps to train further, or resume=false to start over", flush=True)
+        return None
+    parallel.on_main(lambda: prepare_out_dir(ctx, "run"), "prepare out_dir")
     torch.manual_seed(ctx.seed)  # the same teacher on every rank, even one initialised at random
+    check_teacher_logits(ctx.teacher, ctx.conditions if ctx.config.conditions.name else None, parallel.device)
     estimate = check_memory(ctx, parallel)
     engine = build_engine(ctx, parallel)
-    checkpoints = Checkpoints(out / "checkpoints", cfg.keep_checkpoints)
-    last = checkpoints.latest() if ctx.config.resume else None
-    if last:
-        engine.load_state(last[0], last[1], str(last[2]))
+    if last_dir:
+        tensors, meta = checkpoints.load(last_dir)
+        engine.load_state(tensors, meta, str(last_dir))
+        del tensors
+        if parallel.is_main:
+            print(f"resuming from step {engine.step} of {cfg.steps} ({last_dir})", flush=True)
     log = JsonLog(out / "train_log.jsonl", engine.step) if parallel.is_main else None
     if log and ctx.config.log.tensorboard:
         from .tracking import TensorBoardLog
         log = TensorBoardLog(log, out / "tensorboard")
+    if changed and log:
+        log.write({"step": engine.step, "resume": "force", "changed": changed})
     bar = tqdm(total=cfg.steps, initial=engine.step, desc="distil", disable=not progress, dynamic_ncols=True)
-    last_dir = last[2] if last else None
     reset_peak(parallel.device)
+    stop = StopAgreement(parallel.world)
     try:
         while engine.step < cfg.steps:
             logs = engine.train_step()  # device values: read on logging and checkpoint steps only
             bar.update(1)
             logging = engine.step % cfg.log_every == 0 or engine.step == cfg.steps
             checkpoint = engine.step % cfg.ckpt_every == 0 or engine.step == cfg.steps
-            if logging or checkpoint:
+            signum = stop.signal(signals.received)  # SIGINT/SIGTERM: a checkpoint now, then stop
+            if logging or checkpoint or signum:
                 new_skips = engine.check_finite()  # non-finite batches since the last check (raise: stops here)
                 if logging or new_skips:
                     write_log(log, bar, engine, logs, new_skips)
-            if checkpoint:
-                last_dir = save_checkpoint(engine, checkpoints, out, ctx) or last_dir
+            if checkpoint or signum:
+                last_dir = save_checkpoint(engine, checkpoints, out, ctx, keys) or last_dir
+            if signum:
+                log and log.write({"step": engine.step, "skipped": engine.skipped, "interrupted": signal_name(signum)})
+                raise interrupted(signum, engine.step, last_dir)
     except NonFiniteLossError as e:
         log and log.write({"step": engine.nonfinite_step, "skipped": engine.skipped, "stopped": str(e)})
         where = f"the last good checkpoint is {last_dir}" if last_dir else "no checkpoint was written yet"
         raise NonFiniteLossError(f"{e}; {where}") from None
     finally:
         bar.close()
+        stop.finish()
     if engine.graph_note and parallel.is_main:
         print(f"note: {engine.graph_note}", flush=True)
     report_peak_memory(estimate, parallel, out, memory_at_start)
@@ -96,14 +132,22 @@ def write_log(log: JsonLog | None, bar, engine: DiMOEngine, logs: dict, new_skip
     log and log.write(record)
 
 
-def save_checkpoint(engine: DiMOEngine, checkpoints: "Checkpoints", out: Path, ctx: Context) -> Path | None:
-    """Every rank gathers (FSDP shards); rank 0 writes the step folder and the student."""
+def signal_name(signum: int) -> str:
+    import signal
+    return signal.Signals(signum).name
+
+
+def save_checkpoint(engine: DiMOEngine, checkpoints: "Checkpoints", out: Path, ctx: Context,
+                    keys: dict) -> Path | None:
+    """Every rank gathers (FSDP shards); rank 0 writes the step folder and the student. ``keys``: the
+    run's fingerprint, which a resume compares with its own."""
     tensors, meta = engine.state()
+    meta = {**meta, "fingerprint": keys, "fingerprint_sha256": fingerprint_hash(keys)}
     student = engine.student_state_dict()
 
     def write():
         folder = checkpoints.save(engine.step, tensors, meta)
-        save_student(out / STUDENT_FILE, student, engine, ctx)
+        save_student(out / STUDENT_FILE, student, engine, ctx, fingerprint_hash(keys))
         return folder
     return engine.parallel.on_main(write, "write the checkpoint")
 

@@ -19,3 +19,11 @@ class CheckpointError(DimoError):
 
 class NonFiniteLossError(DimoError):
     """Training produced a NaN or infinite loss."""
+
+
+class Interrupted(DimoError):
+    """SIGINT or SIGTERM stopped a run after it wrote a checkpoint; ``code`` is the exit status (128 + signal)."""
+
+    def __init__(self, message: str, code: int):
+        super().__init__(message)
+        self.code = code

@@ -20,18 +20,20 @@ def teacher_spec(ctx: Context) -> dict:
     return ctx.config.teacher.spec()
 
 
-def save_student(path: Path, weights: dict, engine: "DiMOEngine", ctx: Context) -> None:
+def save_student(path: Path, weights: dict, engine: "DiMOEngine", ctx: Context, fingerprint: str | None = None) -> None:
+    """``fingerprint``: the hash of the run's training keys (the checkpoints hold the keys themselves)."""
     save_tensors(path, weights,
                  {"teacher": teacher_spec(ctx), "step": engine.step, "ema": bool(engine.ema), "partial": engine.partial,
                   "init": ctx.config.distill.init.spec(), "sigma": ctx.config.distill.sigma,
-                  "student_steps": ctx.config.distill.student_steps})
+                  "student_steps": ctx.config.distill.student_steps, "fingerprint": fingerprint})
 
 
 def load_student(ctx: Context, path: str | Path | None = None) -> torch.nn.Module:
     path = Path(path or ctx.out_dir / STUDENT_FILE)
     if not path.exists():
-        raise CheckpointError(f"no student at {path}; run `dimo run plugins=...` with out_dir={ctx.out_dir} first "
-                              f"(or pass student=PATH)")
+        raise CheckpointError(f"no student at {path}; run `dimo run plugins=...` with out_dir={ctx.out_dir} first, "
+                              f"or name the student file: sample.student=PATH (dimo sample), eval.student=PATH "
+                              f"(dimo eval)")
     tensors, meta = load_tensors(path, ctx.device)
     student = copy.deepcopy(ctx.teacher)
     if meta.get("partial"):  # trainable tensors only: the rest must come from the same teacher

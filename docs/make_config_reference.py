@@ -7,6 +7,9 @@ SECTIONS = {"RunConfig": "", "DistillConfig": "distill.", "TrainTeacherConfig": 
             "SampleConfig": "sample.", "EvalConfig": "eval.", "ExportConfig": "export.", "LogConfig": "log.",
             "DistributedConfig": "distributed.", "PerformanceConfig": "performance."}
 FIELD = re.compile(r"^    (\w+): ([^=]+?)(?: = (.+?))?\s*(?:#\s*(.*))?$")
+# config.py's constrained types, as a reader wants them
+RANGES = {"Count": "int >= 1", "NonNegativeInt": "int >= 0", "NonNegative": "float >= 0", "Positive": "float > 0",
+          "Rate": "float in [0, 1)", "Fraction": "float in [0, 1]"}
 
 HEADER = """# Configuration reference
 
@@ -36,7 +39,8 @@ def main():
         m = FIELD.match(line) if current else None
         if m and not line.strip().startswith(("model_config", "@")):
             name, typ, default, comment = m.groups()
-            cells = [f"`{SECTIONS[current]}{name}`", f"`{typ.strip()}`", f"`{(default or '').strip()}`", comment or ""]
+            typ = re.sub(r"\b(" + "|".join(RANGES) + r")\b", lambda t: RANGES[t.group(1)], typ.strip())
+            cells = [f"`{SECTIONS[current]}{name}`", f"`{typ}`", f"`{(default or '').strip()}`", comment or ""]
             out.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     (Path(__file__).parent / "configuration.md").write_text("\n".join(out) + "\n")
 

@@ -86,6 +86,12 @@ def load_records(path: str, column: str = "text") -> list[str]:
         file.suffix.lower())
     if builder is None:
         raise ConfigError(f"{path}: unsupported file type {file.suffix!r}; use .txt, .json, .jsonl or .parquet")
+    if builder in ("text", "json"):  # else a UnicodeDecodeError from deep inside `datasets`
+        try:
+            file.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"{path} is not UTF-8 text (byte {e.start}: {e.object[e.start:e.start + 1]!r}); "
+                              f"save it as UTF-8") from None
     table = datasets.load_dataset(builder, data_files=str(file), split="train")
     if column not in table.column_names:
         raise ConfigError(f"{path} has no column {column!r}; its columns are {', '.join(table.column_names)} "

@@ -75,9 +75,13 @@ def test_unknown_plugin_and_preset_list_the_installed_ones():
         load_config(["plugins=toy", "preset=fast"])
 
 
-def test_no_resolver_evaluates_code():
-    with pytest.raises(ConfigError):
-        load_config(["plugins=toy", "out_dir=${python:__import__('os').getcwd()}"])
+def test_no_resolver_evaluates_code(tmp_path):
+    code = "${python:__import__('os').getcwd()}"
+    assert load_config(["plugins=toy", f"out_dir={code}"]).out_dir == code  # command-line values are literal text
+    file = tmp_path / "code.yaml"
+    file.write_text(f'out_dir: "{code}"\n')
+    with pytest.raises(ConfigError, match="code.yaml"):  # refused, never evaluated
+        load_config(["plugins=toy", f"config={file}"])
 
 
 def test_required_preset_values_are_named_with_the_fix():
