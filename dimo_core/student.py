@@ -32,8 +32,8 @@ def load_student(ctx: Context, path: str | Path | None = None) -> torch.nn.Modul
     path = Path(path or ctx.out_dir / STUDENT_FILE)
     if not path.exists():
         raise CheckpointError(f"no student at {path}; run `dimo run plugins=...` with out_dir={ctx.out_dir} first, "
-                              f"or name the student file: sample.student=PATH (dimo sample), eval.student=PATH "
-                              f"(dimo eval)")
+                              f"or name the student file: student=PATH (or sample.student=PATH, eval.student=PATH, "
+                              f"export.student=PATH)")
     tensors, meta = load_tensors(path, ctx.device)
     student = copy.deepcopy(ctx.teacher)
     if meta.get("partial"):  # trainable tensors only: the rest must come from the same teacher

@@ -251,27 +251,16 @@ def test_a_yaml_file_of_binary_garbage_is_named(capsys, tmp_path):
     assert code == 2 and str(file) in err and "Traceback" not in err, err
 
 
-def test_prompt_files_that_are_not_utf8_are_named(tmp_path):
-    from dimo_core.errors import ConfigError
-    from dimo_llada.corpus import load_records
-    from dimo_meissonic.conditions import read_prompt_file
-    file = tmp_path / "prompts.txt"
-    file.write_bytes(b"a red car\n\xff\xfe caf\xe9\n")
-    for read in (read_prompt_file, load_records):
-        with pytest.raises(ConfigError, match=r"prompts.txt is not UTF-8 text \(byte 10"):
-            read(file)
-
-
 @pytest.mark.parametrize("columns", [18, 15])
 def test_a_teacher_whose_logits_disagree_with_its_vocab_size(capsys, tmp_path, monkeypatch, columns):
-    from dimo_toy.teacher import ToyMDM
-    real = ToyMDM.forward
+    from dimo_core.mdm import SmallMDM  # the toy's teacher
+    real = SmallMDM.forward
 
     def resized(self, tokens, cond, embedding_noise=0.0):
         logits = real(self, tokens, cond, embedding_noise)
         extra = logits.new_zeros(*logits.shape[:2], max(columns - logits.shape[-1], 0))
         return torch.cat([logits, extra], -1)[..., :columns]
-    monkeypatch.setattr(ToyMDM, "forward", resized)
+    monkeypatch.setattr(SmallMDM, "forward", resized)
     for command in ("run", "train-teacher"):
         code, err = dimo(capsys, command, *TINY, f"out_dir={tmp_path}", "distill.steps=2", "train_teacher.steps=2")
         assert code == 2 and f"logits have shape (1, 16, {columns})" in err and "vocab_size=16" in err, err
@@ -280,14 +269,18 @@ def test_a_teacher_whose_logits_disagree_with_its_vocab_size(capsys, tmp_path, m
 @pytest.mark.parametrize("token, words", [(16, "token 16, the mask id"), (99, "token 99, outside [0, 16)"),
                                           (-1, "token -1, outside [0, 16)")])
 def test_dataset_tokens_out_of_range_or_the_mask_id(capsys, tmp_path, monkeypatch, token, words):
-    from dimo_toy.data import MarkovData
-    real = MarkovData.sample
+    from dimo_core.context import Context
+    real = Context.dataset.func
 
-    def damaged(self, n, generator, split="train"):
-        tokens, labels = real(self, n, generator, split)
-        tokens[0, 3] = token
-        return tokens, labels
-    monkeypatch.setattr(MarkovData, "sample", damaged)
+    class Damaged:
+        def __init__(self, data):
+            self.data = data
+
+        def sample(self, n, generator, split="train"):
+            tokens, labels = self.data.sample(n, generator, split)
+            tokens[0, 3] = token
+            return tokens, labels
+    monkeypatch.setattr(Context, "dataset", property(lambda ctx: Damaged(real(ctx))))
     code, err = dimo(capsys, "train-teacher", *TINY, f"out_dir={tmp_path}", "train_teacher.steps=2")
     assert code == 2 and "dataset 'toy_markov' at step 0 gave " + words in err, err
 

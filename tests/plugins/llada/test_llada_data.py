@@ -112,3 +112,12 @@ def test_bundled_prompts_are_windows_of_the_same_text(tokenizer):
     assert cond["input_ids"].shape == (4, 10) and cond["attention_mask"].all()
     with pytest.raises(ConfigError, match="fewer than one window"):
         TokenStream(["hi"], tokenizer).windows(1, 50, torch.Generator())
+
+
+def test_a_prompt_file_that_is_not_utf8_is_named(tmp_path):
+    from dimo_core.errors import ConfigError
+    from dimo_llada.corpus import load_records
+    file = tmp_path / "prompts.txt"
+    file.write_bytes(b"a red car\n\xff\xfe caf\xe9\n")
+    with pytest.raises(ConfigError, match=r"prompts.txt is not UTF-8 text \(byte 10"):
+        load_records(file)

@@ -149,3 +149,12 @@ def test_vq_model_needs_diffusers_or_loads_through_it(tmp_path):
     codes = tokenizer.encode(torch.rand(2, 3, 8, 8))
     assert codes.shape == (2, 16) and tokenizer.vocab_size == 16
     assert tokenizer.decode(codes).shape == (2, 3, 8, 8)
+
+
+def test_a_prompt_file_that_is_not_utf8_is_named(tmp_path):
+    from dimo_core.errors import ConfigError
+    from dimo_meissonic.conditions import read_prompt_file
+    file = tmp_path / "prompts.txt"
+    file.write_bytes(b"a red car\n\xff\xfe caf\xe9\n")
+    with pytest.raises(ConfigError, match=r"prompt file .*prompts.txt is not UTF-8 text \(byte 10"):
+        read_prompt_file(file)
