@@ -1,21 +1,25 @@
 """`dimo COMMAND --help` lists the command's keys with defaults; `student=` is a shorthand; messages name the
 right keys."""
-import subprocess
-import sys
-
 import pytest
 
+from dimo_core.cli import main
 from dimo_core.config import load_config
 from dimo_core.registry import get_registry
 
 
-def help_of(*args):
-    proc = subprocess.run([sys.executable, "-m", "dimo_core", *args], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout
+@pytest.fixture
+def help_of(capsys):
+    def run(*args):
+        try:
+            status = main(list(args))
+        except SystemExit as e:  # argparse's own --help exits
+            status = e.code
+        assert status == 0
+        return capsys.readouterr().out
+    return run
 
 
-def test_run_help_lists_distill_keys_with_defaults_and_points_to_the_reference():
+def test_run_help_lists_distill_keys_with_defaults_and_points_to_the_reference(help_of):
     text = help_of("run", "--help")
     assert "usage: dimo run" in text and "docs/configuration.md" in text
     assert "  distill.steps=1000 " in text and "generator updates" in text  # default and meaning from config.py
@@ -26,11 +30,11 @@ def test_run_help_lists_distill_keys_with_defaults_and_points_to_the_reference()
 @pytest.mark.parametrize("command,key", [("eval", "eval.teacher_steps=[1, 2, 4, 8, 16, 32]"),
                                          ("sample", "sample.n=16"), ("export", "export.format=None"),
                                          ("train-teacher", "train_teacher.steps=2000")])
-def test_each_command_help_shows_its_own_section(command, key):
+def test_each_command_help_shows_its_own_section(help_of, command, key):
     assert key in help_of(command, "plugins=toy", "-h")
 
 
-def test_global_help_points_to_command_help():
+def test_global_help_points_to_command_help(help_of):
     assert "`dimo COMMAND --help`" in help_of("--help")
 
 
