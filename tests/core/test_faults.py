@@ -529,3 +529,26 @@ def test_kill_9_at_ten_random_points_then_resume_is_byte_identical(capsys, tmp_p
     assert set(mine) == set(theirs) and all(torch.equal(mine[k], theirs[k]) for k in mine)
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == list(range(1, steps + 1)) and no_partial_files(out)
+
+
+def test_sigterm_under_torchrun_stops_every_rank_at_one_step(capsys, tmp_path):
+    """torchrun forwards SIGTERM to every rank; they agree on the step, rank 0 writes the checkpoint,
+    all exit 143, and the same command (here on one process) resumes from it."""
+    script = tmp_path / "slow_dimo.py"
+    script.write_text(SLOW_STEPS.format(sleep=0.3))
+    out = tmp_path / "ddp"
+    launcher = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", str(script),
+                                 "run", *TINY, f"out_dir={out}", "distill.steps=40", "threads=1", "--no-progress"],
+                                env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log, deadline = out / "train_log.jsonl", time.time() + 180
+    while not (log.exists() and log.read_text()) and launcher.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert launcher.poll() is None, launcher.communicate()[0][-3000:]
+    launcher.send_signal(signal.SIGTERM)
+    output, _ = launcher.communicate(timeout=120)
+    step = latest_step(out)
+    assert f"interrupted at step {step} (SIGTERM); checkpoint step_{step:08d} written" in output, output[-3000:]
+    assert output.count("dimo: SIGTERM: finishing the current step") == 2  # one line per rank
+    assert "dimo_core/" not in output  # no rank's traceback (torchrun prints its own SignalException)
+    assert json.loads(log.read_text().splitlines()[-1]) == {"step": step, "skipped": 0, "interrupted": "SIGTERM"}
+    assert run(capsys, out, step + 2)[0] == 0 and latest_step(out) == step + 2
