@@ -42,9 +42,10 @@ def register_samplers(register):
     def confidence(ctx, schedule: str = "arccos", temperature: float = 1.0, final_temperature: float | None = None,
                    r_temp: float = 4.5, guidance_ramp: bool = True,
                    guidance_form: Literal["standard", "maskgit"] = "standard",
-                   progress: Literal["to_last_step", "to_steps"] = "to_last_step"):  # to_steps: pre-2023-11 MaskGit
+                   progress: Literal["to_last_step", "to_steps"] = "to_last_step",  # to_steps: pre-2023-11 MaskGit
+                   counts: Literal["schedule", "maskgit_v1"] = "schedule"):          # maskgit_v1: its adap_sche
         return ConfidenceSampler(schedule, temperature, final_temperature, r_temp, guidance_ramp, guidance_form,
-                                 progress)
+                                 progress, counts)
     register("confidence", confidence)
 
     def ancestral(ctx, schedule: str = "linear", temperature: float = 1.0,

@@ -108,6 +108,27 @@ def step_progress(s: int, steps: int, progress: Progress = "to_last_step") -> fl
     return s / (steps - 1) if steps > 1 else 0.0
 
 
+Counts = Literal["schedule", "maskgit_v1"]
+# MaskGit v1.0's adap_sche: the share of the tokens predicted at step i of a linspace(1, 0, steps) grid r
+V1_SHARES = {"root": lambda r: 1 - r ** 0.5, "linear": lambda r: 1 - r, "square": lambda r: 1 - r ** 2,
+             "cosine": lambda r: torch.cos(r * math.pi * 0.5), "arccos": lambda r: torch.arccos(r) / (math.pi * 0.5)}
+
+
+def maskgit_v1_counts(schedule: str, steps: int, n_masked: Tensor) -> Tensor:
+    """Tokens predicted per step (rows, steps) as MaskGit v1.0's adap_sche: shares of the schedule
+    at linspace(1, 0, steps), normalised to the masked count and rounded, at least 1 per step,
+    the last step taking the remainder."""
+    if schedule not in V1_SHARES:
+        raise ConfigError(f"sampler.counts=maskgit_v1 has schedules {', '.join(V1_SHARES)}, got {schedule!r}")
+    if steps == 1:
+        return n_masked[:, None].long()
+    share = V1_SHARES[schedule](torch.linspace(1, 0, steps))
+    counts = (share / share.sum() * n_masked[:, None].float().cpu()).round()
+    counts[counts == 0] = 1
+    counts[:, -1] += n_masked.float().cpu() - counts.sum(1)
+    return counts.long().to(n_masked.device)
+
+
 class ConfidenceSampler:
     """MaskGit's sampler: at each step draw every masked token, keep the most confident ones.
 
@@ -115,13 +136,19 @@ class ConfidenceSampler:
     after step s follows the schedule; guidance ramps linearly from unguided at step 0 to w at
     progress 1 (MaskGit) or is constant (Meissonic); the temperature is constant or annealed
     linearly to ``final_temperature``. ``progress`` is ``step_progress``: by default full guidance
-    and zero noise at the last step, as MaskGit v1.0 and Meissonic's pipeline."""
+    and zero noise at the last step, as MaskGit v1.0 and Meissonic's pipeline. ``counts``: how
+    many tokens each step commits: "schedule" keeps floor(schedule((s + 1) / steps) * masked)
+    masked after step s (Meissonic's scheduler), "maskgit_v1" commits MaskGit v1.0's adap_sche
+    counts (``maskgit_v1_counts``)."""
 
     def __init__(self, schedule: str = "arccos", temperature: float = 1.0, final_temperature: float | None = None,
                  r_temp: float = 4.5, guidance_ramp: bool = True, guidance_form: GuidanceForm = "standard",
-                 progress: Progress = "to_last_step"):
+                 progress: Progress = "to_last_step", counts: Counts = "schedule"):
         if progress not in ("to_last_step", "to_steps"):
             raise ConfigError(f"sampler.progress must be to_last_step or to_steps, got {progress!r}")
+        if counts not in ("schedule", "maskgit_v1"):
+            raise ConfigError(f"sampler.counts must be schedule or maskgit_v1, got {counts!r}")
+        self.counts = counts
         self.schedule, self.temperature, self.final_temperature = schedule, temperature, final_temperature
         self.r_temp, self.guidance_ramp, self.guidance_form = r_temp, guidance_ramp, guidance_form
         self.progress = progress
@@ -129,12 +156,16 @@ class ConfidenceSampler:
     def __call__(self, model, x, cond, null_cond, *, steps, guidance, mask_id, generator):
         x = x.clone()
         n_masked0 = (x == mask_id).sum(1)
+        v1_counts = maskgit_v1_counts(self.schedule, steps, n_masked0) if self.counts == "maskgit_v1" else None
         for s in range(steps):
             progress = step_progress(s, steps, self.progress)
             still_masked = x == mask_id
             if not still_masked.any():
                 break
-            keep_masked = masked_after_step(self.schedule, s, steps, n_masked0, still_masked)
+            if v1_counts is None:
+                keep_masked = masked_after_step(self.schedule, s, steps, n_masked0, still_masked)
+            else:   # v1 clamps a step's count to what is still masked
+                keep_masked = (still_masked.sum(1) - v1_counts[:, s]).clamp_min(0)
             w = self._guidance(guidance, progress)
             logits = suppress_mask_column(guided_logits(model, x, cond, null_cond, w, self.guidance_form).float(), mask_id)
             temperature = self._temperature(progress)

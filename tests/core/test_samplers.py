@@ -189,3 +189,31 @@ def test_cosine_masked_counts_are_meissonic_scheduler_s(seq_len, steps):
     # (cos(pi/3) = 0.49999997): one token more stays masked there, at those steps only
     release = meissonic_masked_counts(seq_len, steps)
     assert all(0 <= a - b <= 1 for a, b in zip(counts, release))
+
+
+def release_adap_sche(steps: int, tokens: int, mode: str = "arccos") -> list[int]:
+    """MaskGit-pytorch v1.0's adap_sche, transcribed (without its progress bar)."""
+    r = torch.linspace(1, 0, steps)
+    val_to_mask = {"arccos": torch.arccos(r) / (math.pi * 0.5), "cosine": torch.cos(r * math.pi * 0.5),
+                   "linear": 1 - r}[mode]
+    sche = (val_to_mask / val_to_mask.sum()) * tokens
+    sche = sche.round()
+    sche[sche == 0] = 1
+    sche[-1] += tokens - sche.sum()
+    return sche.int().tolist()
+
+
+@pytest.mark.parametrize("tokens,steps,mode", [(256, 12, "arccos"), (49, 8, "arccos"), (1024, 16, "cosine"),
+                                               (49, 4, "linear")])
+def test_maskgit_v1_counts_commit_adap_sche_per_step(tokens, steps, mode):
+    committed = []
+
+    def model(x, cond):
+        committed.append(int((x == 4).sum()))
+        return torch.zeros(*x.shape, 4)
+
+    sampler = ConfidenceSampler(schedule=mode, counts="maskgit_v1")
+    out = sampler(model, torch.full((1, tokens), 4), None, None, steps=steps, guidance=1.0, mask_id=4,
+                  generator=torch.Generator().manual_seed(0))
+    masked_before = committed + [int((out == 4).sum())]
+    assert [a - b for a, b in zip(masked_before, masked_before[1:])] == release_adap_sche(steps, tokens, mode)
