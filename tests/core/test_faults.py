@@ -552,3 +552,18 @@ def test_sigterm_under_torchrun_stops_every_rank_at_one_step(capsys, tmp_path):
     assert "dimo_core/" not in output  # no rank's traceback (torchrun prints its own SignalException)
     assert json.loads(log.read_text().splitlines()[-1]) == {"step": step, "skipped": 0, "interrupted": "SIGTERM"}
     assert run(capsys, out, step + 2)[0] == 0 and latest_step(out) == step + 2
+
+
+def test_train_teacher_has_the_same_resume_rules(capsys, tmp_path):
+    teach = ["train-teacher", *TINY, f"out_dir={tmp_path}", "train_teacher.batch_size=8", "train_teacher.ckpt_every=2",
+             "--no-progress"]
+    assert main([*teach, "train_teacher.steps=2"]) == 0
+    assert main([*teach, "train_teacher.steps=2"]) == 0
+    assert "teacher training already finished at step 2" in capsys.readouterr().out
+    assert main([*teach, "train_teacher.steps=4", "train_teacher.lr=0.01"]) == 2
+    err = capsys.readouterr().err
+    assert "trained with other settings: train_teacher.lr: " in err and "-> 0.01" in err, err
+    assert main([*teach, "train_teacher.steps=4", "train_teacher.lr=0.01", "resume=force"]) == 0
+    assert "resuming from step 2 of 4" in capsys.readouterr().out
+    assert main([*teach, "train_teacher.steps=2", "resume=false"]) == 0
+    assert len(list(tmp_path.glob("previous-*/teacher_checkpoints"))) == 1
