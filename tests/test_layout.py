@@ -97,3 +97,15 @@ def test_core_tests_import_no_plugin():
     offending = {str(path.relative_to(ROOT)): sorted(imported_modules(path) & set(PLUGINS + LIBRARIES))
                  for path in sorted((ROOT / "tests" / "core").glob("*.py"))}
     assert not {k: v for k, v in offending.items() if v}
+
+
+def test_no_private_name_is_imported_across_modules():
+    """`from x import _name` in the core, the plug-ins or the bench: a private name leaking out of its module."""
+    offending = []
+    for path in sources(ROOT / "dimo_core") + [p for package in PLUGINS + LIBRARIES
+                                              for p in sources(ROOT / "plugins" / package)]:
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom):
+                offending += [f"{path.relative_to(ROOT)}: {alias.name}" for alias in node.names
+                              if alias.name.startswith("_") and not alias.name.startswith("__")]
+    assert not offending
