@@ -146,9 +146,8 @@ def save_checkpoint(engine: DiMOEngine, checkpoints: "Checkpoints", out: Path, c
     student = engine.student_state_dict()
 
     def write():
-        folder = checkpoints.save(engine.step, tensors, meta)
-        save_student(out / STUDENT_FILE, student, engine, ctx, fingerprint_hash(keys))
-        return folder
+        return checkpoints.save(engine.step, tensors, meta, alongside=lambda: save_student(
+            out / STUDENT_FILE, student, engine, ctx, fingerprint_hash(keys)))
     return engine.parallel.on_main(write, "write the checkpoint")
 
 

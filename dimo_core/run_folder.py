@@ -36,13 +36,18 @@ class Checkpoints:
     def __init__(self, root: Path, keep: int = 2):
         self.root, self.keep = Path(root), keep
 
-    def save(self, step: int, tensors: dict, meta: dict) -> Path:
+    def save(self, step: int, tensors: dict, meta: dict, alongside=None) -> Path:
+        """``alongside()``: files of this step outside the folder (the student), written before the
+        folder is committed, so a run killed in between resumes from the earlier step and writes
+        them again instead of leaving them a step behind the latest checkpoint."""
         final = self.root / f"step_{step:08d}"
         tmp = self.root / f".step_{step:08d}.tmp-{os.getpid()}"
         try:
             shutil.rmtree(tmp, ignore_errors=True)
             save_tensors(tmp / "state.safetensors", tensors)
             save_json(tmp / "state.json", meta)
+            if alongside is not None:
+                alongside()
             shutil.rmtree(final, ignore_errors=True)
             os.replace(tmp, final)
             save_json(self.root / "latest.json", {"step": step, "dir": final.name})
